@@ -1,0 +1,12 @@
+#pragma once
+// One bind_<area> per public header; module.cpp calls them all.
+#include <torch/csrc/utils/pybind.h>
+
+namespace py = pybind11;
+
+namespace mpq::bindings {
+void bind_error(py::module_& m);
+void bind_format(py::module_& m);
+void bind_quantizer(py::module_& m);
+void bind_calibration(py::module_& m);
+}  // namespace mpq::bindings

@@ -1,0 +1,93 @@
+#include <mpq/quantizer.h>
+
+#include "bind.h"
+
+namespace mpq::bindings {
+
+void bind_quantizer(py::module_& m) {
+  py::class_<RtnOptions>(m, "RtnOptions", "Options of round-to-nearest quantization.")
+      .def(py::init([](bool mse_clip, int grid, double max_shrink, double norm) {
+             RtnOptions o{mse_clip, grid, max_shrink, norm};
+             o.validate();
+             return o;
+           }),
+           py::arg("mse_clip") = false, py::arg("grid") = 100, py::arg("max_shrink") = 0.8,
+           py::arg("norm") = 2.4)
+      .def_readwrite("mse_clip", &RtnOptions::mse_clip)
+      .def_readwrite("grid", &RtnOptions::grid)
+      .def_readwrite("max_shrink", &RtnOptions::max_shrink)
+      .def_readwrite("norm", &RtnOptions::norm)
+      .def("validate", &RtnOptions::validate)
+      .def("__repr__", &RtnOptions::to_string);
+
+  py::class_<QuantizedTensor>(m, "QuantizedTensor",
+                              "A packed quantized 2-D weight: codes, fp16 scales, zero points.")
+      .def(py::init([](std::string format, at::Tensor codes, at::Tensor scales,
+                       std::optional<at::Tensor> zeros, int64_t rows, int64_t cols,
+                       at::ScalarType dtype) {
+             QuantizedTensor q{std::move(format), std::move(codes), std::move(scales),
+                               zeros.value_or(at::Tensor()), rows, cols, dtype};
+             q.validate();
+             return q;
+           }),
+           py::arg("format"), py::arg("codes"), py::arg("scales"), py::arg("zeros"),
+           py::arg("rows"), py::arg("cols"), py::arg("dtype") = at::kFloat)
+      .def_readonly("format", &QuantizedTensor::format)
+      .def_readonly("codes", &QuantizedTensor::codes)
+      .def_readonly("scales", &QuantizedTensor::scales)
+      .def_property_readonly("zeros",
+                             [](const QuantizedTensor& q) -> std::optional<at::Tensor> {
+                               if (!q.zeros.defined()) return std::nullopt;
+                               return q.zeros;
+                             })
+      .def_readonly("rows", &QuantizedTensor::rows)
+      .def_readonly("cols", &QuantizedTensor::cols)
+      .def_readonly("dtype", &QuantizedTensor::dtype)
+      .def_property_readonly("shape", [](const QuantizedTensor& q) {
+        return py::make_tuple(q.rows, q.cols);
+      })
+      .def_property_readonly("nbytes", &QuantizedTensor::nbytes)
+      .def("__repr__", &QuantizedTensor::to_string);
+
+  m.def(
+      "quantize_rtn",
+      [](const at::Tensor& weight, const std::string& format, const RtnOptions& options,
+         const std::string& name) {
+        const Format f = find_format(format);
+        py::gil_scoped_release release;
+        return quantize_rtn(weight, f, options, name);
+      },
+      py::arg("weight"), py::arg("format"), py::arg("options") = RtnOptions{},
+      py::arg("name") = "weight",
+      R"(Round-to-nearest quantization of a 2-D weight to an integer format.
+
+Args:
+    weight: floating tensor [rows, cols] (fp32/fp16/bf16/fp64) on any device.
+    format: format name, e.g. "int4_g32", "int8", "int3_g128_sym".
+    options: RtnOptions (e.g. mse_clip=True for the clipping search).
+    name: the tensor's name, used in error messages.
+
+Returns:
+    QuantizedTensor on the weight's device.)");
+  m.def(
+      "dequantize",
+      [](const QuantizedTensor& q, std::optional<at::ScalarType> dtype) {
+        py::gil_scoped_release release;
+        return dequantize(q, dtype);
+      },
+      py::arg("q"), py::arg("dtype") = py::none(),
+      R"(Dequantizes a QuantizedTensor.
+
+Args:
+    q: the QuantizedTensor.
+    dtype: result dtype; default the dtype of the weight that was quantized.
+
+Returns:
+    Tensor [rows, cols] on the device of q.codes.)");
+  m.def("pack_codes", &pack_codes, py::arg("codes"), py::arg("bits"),
+        "Packs uint8 codes [rows, n] (< 2^bits) into a little-endian bit stream per row.");
+  m.def("unpack_codes", &unpack_codes, py::arg("packed"), py::arg("bits"), py::arg("n"),
+        "Unpacks rows of n codes of `bits` bits (the inverse of pack_codes).");
+}
+
+}  // namespace mpq::bindings

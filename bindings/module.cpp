@@ -1,0 +1,11 @@
+#include "bind.h"
+
+PYBIND11_MODULE(_C, m) {
+  // torch registers the at::Tensor and dtype conversions that every binding below relies on.
+  py::module_::import("torch");
+  m.doc() = "libmpq: mixed-precision post-training quantization (C++ core)";
+  mpq::bindings::bind_error(m);
+  mpq::bindings::bind_format(m);
+  mpq::bindings::bind_quantizer(m);
+  mpq::bindings::bind_calibration(m);
+}

@@ -1,0 +1,149 @@
+#include <mpq/format.h>
+
+#include <charconv>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <mpq/error.h>
+
+namespace mpq {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Parses "int<bits>[_g<group>][_sym]"; nullopt if the name is not of that form.
+std::optional<Format> parse_integer_name(std::string_view name) {
+  auto take_number = [&](std::string_view& s, int64_t& out) {
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    if (ec != std::errc() || end == s.data()) return false;
+    s.remove_prefix(end - s.data());
+    return true;
+  };
+  std::string_view s = name;
+  if (!s.starts_with("int")) return std::nullopt;
+  s.remove_prefix(3);
+  Format f;
+  f.name = std::string(name);
+  int64_t bits = 0;
+  if (!take_number(s, bits)) return std::nullopt;
+  f.bits = static_cast<int>(bits);
+  if (s.starts_with("_g")) {
+    s.remove_prefix(2);
+    if (!take_number(s, f.group_size) || f.group_size <= 0) return std::nullopt;
+  }
+  if (s == "_sym") {
+    f.symmetric = true;
+    s = {};
+  }
+  if (!s.empty() || bits < 2 || bits > 8) return std::nullopt;
+  return f;
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, Format, std::less<>> formats;
+  Registry() {
+    // The integer formats people use most; any other canonical integer name is valid too.
+    for (int bits : {2, 3, 4, 5, 6, 8}) {
+      for (int64_t group : {0, 32, 64, 128}) {
+        for (bool sym : {false, true}) {
+          Format f{integer_format_name(bits, group, sym), FormatFamily::kInteger, bits, group, sym};
+          formats.emplace(f.name, f);
+        }
+      }
+    }
+  }
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+bool same_traits(const Format& a, const Format& b) {
+  return a.family == b.family && a.bits == b.bits && a.group_size == b.group_size &&
+         a.symmetric == b.symmetric;
+}
+
+}  // namespace
+
+int64_t Format::groups_per_row(int64_t row_length) const {
+  return group_size == 0 ? 1 : ceil_div(row_length, group_size);
+}
+
+int64_t Format::bytes(int64_t rows, int64_t cols) const {
+  const int64_t groups = groups_per_row(cols);
+  int64_t per_row = ceil_div(cols * bits, 8) + 2 * groups;
+  if (!symmetric) per_row += ceil_div(groups * bits, 8);
+  return rows * per_row;
+}
+
+double Format::bits_per_weight(int64_t row_length) const {
+  return 8.0 * static_cast<double>(bytes(1, row_length)) / static_cast<double>(row_length);
+}
+
+void Format::validate() const {
+  MPQ_CHECK_VALUE(!name.empty(), "format: the name must not be empty");
+  MPQ_CHECK_VALUE(bits >= 2 && bits <= 8, "format ", name, ": bits must be in 2..8, got ", bits);
+  MPQ_CHECK_VALUE(group_size >= 0, "format ", name, ": group_size must be >= 0 (0 = whole row), got ",
+                  group_size);
+}
+
+std::string Format::to_string() const {
+  return fmt::format("Format(name='{}', bits={}, group_size={}, symmetric={})", name, bits,
+                     group_size, symmetric ? "True" : "False");
+}
+
+std::string integer_format_name(int bits, int64_t group_size, bool symmetric) {
+  std::string name = fmt::format("int{}", bits);
+  if (group_size > 0) name += fmt::format("_g{}", group_size);
+  if (symmetric) name += "_sym";
+  return name;
+}
+
+Format find_format(std::string_view name) {
+  Registry& r = registry();
+  {
+    std::lock_guard lock(r.mutex);
+    if (auto it = r.formats.find(name); it != r.formats.end()) return it->second;
+  }
+  if (auto parsed = parse_integer_name(name)) {
+    // Accept only the canonical spelling, so one format never has two names.
+    if (integer_format_name(parsed->bits, parsed->group_size, parsed->symmetric) == name) {
+      return *parsed;
+    }
+  }
+  MPQ_CHECK_VALUE(false, "unknown quantization format '", name,
+                  "'; integer formats are named int<bits>[_g<group>][_sym] (bits 2..8, e.g. "
+                  "int4_g128, int8_sym), registered formats are: ",
+                  fmt::format("{}", fmt::join(list_formats(), ", ")));
+  return {};  // unreachable
+}
+
+void register_format(const Format& format) {
+  format.validate();
+  if (auto parsed = parse_integer_name(format.name)) {
+    MPQ_CHECK_VALUE(same_traits(*parsed, format), "register_format: the name '", format.name,
+                    "' is an integer format name that means ", parsed->to_string(),
+                    ", not ", format.to_string());
+  }
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto [it, inserted] = r.formats.emplace(format.name, format);
+  MPQ_CHECK_VALUE(inserted || same_traits(it->second, format), "register_format: '", format.name,
+                  "' is already registered as ", it->second.to_string());
+}
+
+std::vector<std::string> list_formats() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.formats) names.push_back(name);
+  return names;
+}
+
+}  // namespace mpq

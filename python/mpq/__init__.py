@@ -1,0 +1,79 @@
+"""mpq: mixed-precision post-training quantization of LLMs.
+
+The numerics live in libmpq (C++, exposed as ``mpq._C``); this package adds models, data,
+evaluation and the ``mpq`` command.
+"""
+from __future__ import annotations
+
+import os as _os
+
+import torch as _torch  # loads libtorch before libmpq needs it
+
+from . import _build_info
+
+
+def _check_torch() -> None:
+    built, running = _build_info.TORCH_VERSION, _torch.__version__
+    if built != running:
+        raise ImportError(
+            f"mpq was compiled against torch {built}, but torch {running} is installed; the C++ "
+            "ABI of libtorch changes between releases. Rebuild mpq against this torch: "
+            "pip install --no-build-isolation --no-deps --force-reinstall <path to mpq source>"
+        )
+
+
+_check_torch()
+
+from ._C import (  # noqa: E402
+    Calibrator,
+    CalibratorOptions,
+    Format,
+    FormatFamily,
+    LayerStats,
+    QuantizedTensor,
+    RtnOptions,
+    dequantize,
+    find_format,
+    integer_format_name,
+    list_formats,
+    pack_codes,
+    quantize_rtn,
+    register_format,
+    unpack_codes,
+)
+
+__version__ = _build_info.MPQ_VERSION
+
+#: Pass to CMake as CMAKE_PREFIX_PATH so that find_package(mpq) finds the installed libmpq.
+cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
+#: The public C++ headers (<mpq/...>).
+include_dir = _os.path.join(_os.path.dirname(__file__), "include")
+
+
+def quantize(*args, **kwargs):
+    """Runs the main job (see :func:`mpq.pipeline.quantize`)."""
+    from .pipeline import quantize as _quantize
+
+    return _quantize(*args, **kwargs)
+
+
+__all__ = [
+    "Calibrator",
+    "CalibratorOptions",
+    "Format",
+    "FormatFamily",
+    "LayerStats",
+    "QuantizedTensor",
+    "RtnOptions",
+    "cmake_prefix_path",
+    "dequantize",
+    "find_format",
+    "include_dir",
+    "integer_format_name",
+    "list_formats",
+    "pack_codes",
+    "quantize",
+    "quantize_rtn",
+    "register_format",
+    "unpack_codes",
+]
