@@ -58,7 +58,8 @@ class Calibrator {
   void clear();
   const CalibratorOptions& options() const;
 
-  // A file torch.load can also read (a dict of tensors); written to a temporary name, then renamed.
+  // A pickled dict of tensors that torch.load also reads (with weights_only=True, allow-list
+  // torch.jit._pickle.restore_type_tag); written to a temporary name, then renamed.
   void save(const std::string& path) const;
   static Calibrator load(const std::string& path);
 

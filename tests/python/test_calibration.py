@@ -1,0 +1,103 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.jit._pickle
+
+import mpq
+
+
+def test_statistics_match_float64_reference(device):
+    torch.manual_seed(0)
+    x = torch.randn(4, 33, 48, dtype=torch.float64)
+    cal = mpq.Calibrator(mpq.CalibratorOptions(accumulate_dtype=torch.float64))
+    for chunk in x.split(1):
+        cal.observe("blk.0.ffn_down", chunk.to(device))
+    s = cal.stats("blk.0.ffn_down")
+    rows = x.reshape(-1, 48).numpy()
+    np.testing.assert_allclose(s.xtx.cpu().numpy(), rows.T @ rows, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(s.hessian().cpu().numpy(), 2 / rows.shape[0] * rows.T @ rows, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(s.mean_sq().cpu().numpy(), (rows ** 2).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.mean_abs().cpu().numpy(), np.abs(rows).mean(0), rtol=1e-12)
+    np.testing.assert_array_equal(s.max_abs.cpu().numpy(), np.abs(rows).max(0))
+    assert (s.tokens, s.batches, s.in_features) == (132, 4, 48)
+
+
+def test_float32_accumulation_is_accurate():
+    torch.manual_seed(1)
+    x = torch.randn(64, 128, 32)
+    cal = mpq.Calibrator()
+    for chunk in x:
+        cal.observe("a", chunk)
+    rows = x.reshape(-1, 32).double().numpy()
+    ref = rows.T @ rows
+    err = np.abs(cal.stats("a").xtx.double().numpy() - ref).max() / np.abs(ref).max()
+    assert err < 1e-5
+
+
+def test_concurrent_observe_from_threads():
+    torch.manual_seed(2)
+    x = torch.randn(16, 50, 8, dtype=torch.float64)
+    cal = mpq.Calibrator(mpq.CalibratorOptions(accumulate_dtype=torch.float64))
+    threads = [threading.Thread(target=lambda i=i: [cal.observe(f"l{j}", x[i]) for j in range(3)])
+               for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = x.reshape(-1, 8).numpy()
+    for j in range(3):
+        s = cal.stats(f"l{j}")
+        assert s.tokens == 800
+        np.testing.assert_allclose(s.xtx.numpy(), rows.T @ rows, rtol=1e-12)
+
+
+def test_save_load_and_torch_load(tmp_path):
+    cal = mpq.Calibrator()
+    cal.observe("blk.0.attn_q", torch.randn(7, 16))
+    cal.observe("blk.0.ffn_down", torch.randn(7, 43))
+    path = tmp_path / "stats.pt"
+    cal.save(str(path))
+    back = mpq.Calibrator.load(str(path))
+    assert back.layers() == cal.layers()
+    assert torch.equal(back.stats("blk.0.ffn_down").xtx, cal.stats("blk.0.ffn_down").xtx)
+    # Plain torch can read it too; restore_type_tag only re-attaches the dict's key/value types.
+    with torch.serialization.safe_globals([torch.jit._pickle.restore_type_tag]):
+        raw = torch.load(path, weights_only=True)
+    assert raw["kind"] == "mpq.calibration"
+    assert raw["layers"]["blk.0.attn_q"]["tokens"] == 7
+    assert not (tmp_path / "stats.pt.tmp").exists()
+
+
+def test_without_xtx():
+    cal = mpq.Calibrator(mpq.CalibratorOptions(collect_xtx=False))
+    cal.observe("a", torch.randn(5, 6))
+    assert cal.stats("a").xtx is None
+    with pytest.raises(ValueError, match="collect_xtx"):
+        cal.stats("a").hessian()
+
+
+def test_bad_input(tmp_path):
+    cal = mpq.Calibrator()
+    cal.observe("blk.2.attn_k", torch.randn(3, 8))
+    with pytest.raises(ValueError, match=r"blk\.2\.attn_k.*9 features.*had 8"):
+        cal.observe("blk.2.attn_k", torch.randn(3, 9))
+    with pytest.raises(ValueError, match="NaN"):
+        cal.observe("blk.2.attn_k", torch.full((3, 8), float("nan")))
+    with pytest.raises(TypeError):
+        cal.observe("blk.2.attn_k", torch.ones(3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="never observed"):
+        cal.stats("blk.9.attn_k")
+    assert cal.stats("blk.2.attn_k").tokens == 3
+    with pytest.raises(OSError):
+        mpq.Calibrator.load(str(tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="not a calibration file|not an mpq calibration file"):
+        mpq.Calibrator.load(str(bad))
+    torch.save({"kind": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError):
+        mpq.Calibrator.load(str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match="accumulate_dtype"):
+        mpq.CalibratorOptions(accumulate_dtype=torch.float16)
