@@ -33,8 +33,8 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, *, window: int, batch_siz
         ids = w[i:i + batch_size].to(device)
         logits = model(ids).logits.float()
         nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
-                                          ids[:, 1:].reshape(-1), reduction="sum")
-        total += float(nll.double())
+                                          ids[:, 1:].reshape(-1), reduction="none")
+        total += float(nll.double().sum())  # float64 sum: float32 drifts over 10⁵+ tokens
         count += ids[:, 1:].numel()
     nll = total / count
     return {

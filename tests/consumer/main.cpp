@@ -1,6 +1,7 @@
 // Quantizes a random weight with libmpq and reports the error: the C++ quickstart of the README.
 #include <iostream>
 
+#include <ATen/ATen.h>
 #include <mpq/mpq.h>
 
 int main() {

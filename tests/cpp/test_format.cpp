@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <mpq/error.h>
 #include <mpq/format.h>
 
 TEST(Format, ParsesCanonicalIntegerNames) {

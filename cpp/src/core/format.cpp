@@ -117,10 +117,14 @@ Format find_format(std::string_view name) {
       return *parsed;
     }
   }
+  std::vector<std::string> others;
+  for (const std::string& n : list_formats()) {
+    if (!parse_integer_name(n)) others.push_back(n);
+  }
   MPQ_CHECK_VALUE(false, "unknown quantization format '", name,
-                  "'; integer formats are named int<bits>[_g<group>][_sym] (bits 2..8, e.g. "
-                  "int4_g128, int8_sym), registered formats are: ",
-                  fmt::format("{}", fmt::join(list_formats(), ", ")));
+                  "'; integer formats are named int<bits>[_g<group>][_sym] with bits 2..8 (e.g. "
+                  "int4_g128, int8_sym)",
+                  others.empty() ? "" : fmt::format("; other formats: {}", fmt::join(others, ", ")));
   return {};  // unreachable
 }
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian/Ubuntu machine for mpq and builds mpq into the current Python:
+# system packages (compiler, CMake, Ninja, GoogleTest, Eigen), Python packages, then
+#   pip install --no-build-isolation .   (so mpq compiles against the torch it will run with).
+# Override the torch requirement with MPQ_TORCH (default torch==2.13.0, the CPU build here);
+# an already-installed torch is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+missing=()
+for pkg in g++ cmake ninja-build libgtest-dev libeigen3-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! $PY -c "import torch" 2>/dev/null; then
+  echo "setup: pip install ${MPQ_TORCH:-torch==2.13.0}"
+  $PY -m pip install -q "${MPQ_TORCH:-torch==2.13.0}"
+fi
+$PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm "transformers>=4.45" "pytest>=7"
+
+echo "setup: building mpq (pip install --no-build-isolation .)"
+$PY -m pip install -q --no-build-isolation --no-deps .
+$PY -c "import mpq; print('setup: mpq', mpq.__version__, 'ready, torch', mpq._build_info.TORCH_VERSION)"
