@@ -3,7 +3,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-import torch.jit._pickle
 
 import mpq
 
@@ -53,21 +52,44 @@ def test_concurrent_observe_from_threads():
         np.testing.assert_allclose(s.xtx.numpy(), rows.T @ rows, rtol=1e-12)
 
 
-def test_save_load_and_torch_load(tmp_path):
+def test_save_load_round_trip(tmp_path):
     cal = mpq.Calibrator()
     cal.observe("blk.0.attn_q", torch.randn(7, 16))
     cal.observe("blk.0.ffn_down", torch.randn(7, 43))
-    path = tmp_path / "stats.pt"
+    path = tmp_path / "stats.bin"
     cal.save(str(path))
     back = mpq.Calibrator.load(str(path))
     assert back.layers() == cal.layers()
-    assert torch.equal(back.stats("blk.0.ffn_down").xtx, cal.stats("blk.0.ffn_down").xtx)
-    # Plain torch can read it too; restore_type_tag only re-attaches the dict's key/value types.
-    with torch.serialization.safe_globals([torch.jit._pickle.restore_type_tag]):
-        raw = torch.load(path, weights_only=True)
-    assert raw["kind"] == "mpq.calibration"
-    assert raw["layers"]["blk.0.attn_q"]["tokens"] == 7
-    assert not (tmp_path / "stats.pt.tmp").exists()
+    for name in cal.layers():
+        a, b = cal.stats(name), back.stats(name)
+        for field in ("xtx", "sum_sq", "sum_abs", "max_abs"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), field
+        assert (a.tokens, a.batches) == (b.tokens, b.batches)
+    assert not (tmp_path / "stats.bin.tmp").exists()
+
+
+def test_truncated_and_corrupted_files_never_crash(tmp_path):
+    cal = mpq.Calibrator()
+    cal.observe("blk.0.attn_q", torch.randn(5, 6))
+    cal.observe("blk.0.attn_k", torch.randn(5, 6))
+    good = tmp_path / "good.bin"
+    cal.save(str(good))
+    data = good.read_bytes()
+    bad = tmp_path / "bad.bin"
+    for cut in range(len(data)):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError):
+            mpq.Calibrator.load(str(bad))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        flipped = bytearray(data)
+        for pos in rng.integers(0, len(data), size=3):
+            flipped[pos] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(flipped))
+        try:
+            mpq.Calibrator.load(str(bad))  # a flip inside the numbers still loads
+        except ValueError:
+            pass
 
 
 def test_without_xtx():
@@ -94,10 +116,10 @@ def test_bad_input(tmp_path):
         mpq.Calibrator.load(str(tmp_path / "missing.pt"))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(ValueError, match="not a calibration file|not an mpq calibration file"):
+    with pytest.raises(ValueError, match="not an mpq calibration file"):
         mpq.Calibrator.load(str(bad))
     torch.save({"kind": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an mpq calibration file"):
         mpq.Calibrator.load(str(tmp_path / "other.pt"))
     with pytest.raises(ValueError, match="accumulate_dtype"):
         mpq.CalibratorOptions(accumulate_dtype=torch.float16)

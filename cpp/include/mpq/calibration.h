@@ -58,8 +58,8 @@ class Calibrator {
   void clear();
   const CalibratorOptions& options() const;
 
-  // A pickled dict of tensors that torch.load also reads (with weights_only=True, allow-list
-  // torch.jit._pickle.restore_type_tag); written to a temporary name, then renamed.
+  // mpq's calibration file (a small documented binary format, see calibrator.cpp), written to a
+  // temporary name, then renamed. load() validates every length against the file's size.
   void save(const std::string& path) const;
   static Calibrator load(const std::string& path);
 

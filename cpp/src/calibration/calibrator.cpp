@@ -1,25 +1,23 @@
 #include <mpq/calibration.h>
 
-#include <cstdio>
-#include <fstream>
-#include <iterator>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include <mpq/error.h>
 
+#include "core/byte_io.h"
 #include "core/checks.h"
 
 namespace mpq {
 namespace {
 
-constexpr const char* kFileKind = "mpq.calibration";
-constexpr int64_t kFileVersion = 1;
+constexpr char kMagic[6] = {'M', 'P', 'Q', 'C', 'A', 'L'};
+constexpr uint32_t kFileVersion = 1;
 
 // One layer's running sums; `mutex` serialises the additions from concurrent observe() calls.
 struct Entry {
@@ -154,107 +152,78 @@ void Calibrator::clear() {
 
 const CalibratorOptions& Calibrator::options() const { return impl_->options; }
 
+// File layout (little-endian): magic "MPQCAL", u32 version, u8 collect_xtx, u8 dtype (0 float32,
+// 1 float64), u64 layer count; per layer: u64-length name, u64 in_features, i64 tokens,
+// i64 batches, then sum_sq, sum_abs, max_abs [in] and, if collected, xtx [in * in].
 void Calibrator::save(const std::string& path) const {
-  c10::impl::GenericDict layers(c10::StringType::get(), c10::AnyType::get());
-  for (const std::string& name : this->layers()) {
-    LayerStats s = stats(name);
-    c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
-    d.insert("sum_sq", s.sum_sq.cpu());
-    d.insert("sum_abs", s.sum_abs.cpu());
-    d.insert("max_abs", s.max_abs.cpu());
-    if (s.xtx.defined()) d.insert("xtx", s.xtx.cpu());
-    d.insert("tokens", s.tokens);
-    d.insert("batches", s.batches);
-    layers.insert(name, d);
+  detail::ByteWriter w;
+  w.write_bytes(kMagic, sizeof(kMagic));
+  w.write<uint32_t>(kFileVersion);
+  w.write<uint8_t>(impl_->options.collect_xtx);
+  w.write<uint8_t>(impl_->options.accumulate_dtype == at::kDouble);
+  const std::vector<std::string> names = layers();
+  w.write<uint64_t>(names.size());
+  for (const std::string& name : names) {
+    const LayerStats s = stats(name);
+    w.write_string(name);
+    w.write<uint64_t>(s.in_features());
+    w.write<int64_t>(s.tokens);
+    w.write<int64_t>(s.batches);
+    for (const at::Tensor& t : {s.sum_sq, s.sum_abs, s.max_abs, s.xtx}) {
+      if (!t.defined()) continue;
+      const at::Tensor c = t.cpu().contiguous();
+      w.write_bytes(c.data_ptr(), c.nbytes());
+    }
   }
-  c10::impl::GenericDict root(c10::StringType::get(), c10::AnyType::get());
-  root.insert("kind", std::string(kFileKind));
-  root.insert("version", kFileVersion);
-  root.insert("collect_xtx", impl_->options.collect_xtx);
-  root.insert("accumulate_dtype", std::string(c10::toString(impl_->options.accumulate_dtype)));
-  root.insert("layers", layers);
-  const std::vector<char> bytes = torch::jit::pickle_save(root);
-
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    MPQ_CHECK_IO(out.good(), "Calibrator.save: cannot open ", tmp, " for writing");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    MPQ_CHECK_IO(out.good(), "Calibrator.save: writing ", tmp, " failed (disk full?)");
-  }
-  MPQ_CHECK_IO(std::rename(tmp.c_str(), path.c_str()) == 0, "Calibrator.save: cannot rename ", tmp,
-               " to ", path);
+  detail::write_file_atomic(path, w.bytes(), "Calibrator.save");
 }
 
 Calibrator Calibrator::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MPQ_CHECK_IO(in.good(), "Calibrator.load: cannot open ", path);
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue root;
-  try {
-    root = torch::jit::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    MPQ_CHECK_VALUE(false, "Calibrator.load: ", path, " is not a calibration file (",
-                    c10::GetExceptionString(e).substr(0, 200), ")");
-  }
-  const std::string bad = "Calibrator.load: " + path + " is not an mpq calibration file: ";
-  MPQ_CHECK_VALUE(root.isGenericDict(), bad, "the top level is not a dict");
-  auto dict = root.toGenericDict();
-  auto get = [&](const c10::impl::GenericDict& d, const std::string& key) {
-    auto it = d.find(key);
-    MPQ_CHECK_VALUE(it != d.end(), bad, "the key '", key, "' is missing");
-    return it->value();
-  };
-  const c10::IValue kind = get(dict, "kind");
-  MPQ_CHECK_VALUE(kind.isString() && kind.toStringRef() == kFileKind, bad, "wrong 'kind'");
-  const c10::IValue version = get(dict, "version");
-  MPQ_CHECK_VALUE(version.isInt() && version.toInt() == kFileVersion, bad, "unsupported version");
-
+  const std::vector<char> bytes = detail::read_file(path, "Calibrator.load");
+  detail::ByteReader r(bytes, "Calibrator.load: " + path);
+  char magic[sizeof(kMagic)];
+  r.read_bytes(magic, sizeof(magic));
+  MPQ_CHECK_VALUE(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, r.what(),
+                  ": not an mpq calibration file (bad magic)");
+  const auto version = r.read<uint32_t>();
+  MPQ_CHECK_VALUE(version == kFileVersion, r.what(), ": unsupported version ", version);
   CalibratorOptions options;
-  const c10::IValue collect = get(dict, "collect_xtx"), dtype = get(dict, "accumulate_dtype");
-  MPQ_CHECK_VALUE(collect.isBool() && dtype.isString(), bad, "malformed options");
-  options.collect_xtx = collect.toBool();
-  MPQ_CHECK_VALUE(dtype.toStringRef() == "Float" || dtype.toStringRef() == "Double", bad,
-                  "accumulate_dtype '", dtype.toStringRef(), "'");
-  options.accumulate_dtype = dtype.toStringRef() == "Float" ? at::kFloat : at::kDouble;
+  const auto collect = r.read<uint8_t>(), dtype = r.read<uint8_t>();
+  MPQ_CHECK_VALUE(collect <= 1 && dtype <= 1, r.what(), ": corrupt header");
+  options.collect_xtx = collect == 1;
+  options.accumulate_dtype = dtype == 1 ? at::kDouble : at::kFloat;
+  const uint64_t elem = dtype == 1 ? 8 : 4;
   Calibrator cal(options);
 
-  const c10::IValue layers = get(dict, "layers");
-  MPQ_CHECK_VALUE(layers.isGenericDict(), bad, "'layers' is not a dict");
-  for (const auto& item : layers.toGenericDict()) {
-    MPQ_CHECK_VALUE(item.key().isString() && item.value().isGenericDict(), bad, "malformed layer");
-    const std::string name = item.key().toStringRef();
-    const std::string where = bad + "layer " + name + ": ";
-    auto d = item.value().toGenericDict();
-    auto tensor = [&](const std::string& key, int64_t dims) {
-      const c10::IValue v = get(d, key);
-      MPQ_CHECK_VALUE(v.isTensor() && v.toTensor().dim() == dims &&
-                          v.toTensor().scalar_type() == options.accumulate_dtype,
-                      where, "'", key, "' must be a ", dims, "-D ",
-                      c10::toString(options.accumulate_dtype), " tensor");
-      return v.toTensor();
+  const auto count = r.read<uint64_t>();
+  for (uint64_t i = 0; i < count; ++i) {
+    const std::string name = r.read_string(4096);
+    const auto in = r.read<uint64_t>();
+    const auto tokens = r.read<int64_t>(), batches = r.read<int64_t>();
+    MPQ_CHECK_VALUE(in > 0 && tokens > 0 && batches > 0, r.what(), ": layer '", name,
+                    "' has a non-positive size or count");
+    // Size check before any allocation: the arrays must fit in what is left of the file.
+    const uint64_t vectors = 3 * in * elem;
+    const bool fits = in < (uint64_t{1} << 28) && vectors <= r.remaining() &&
+                      (!options.collect_xtx || in * in * elem <= r.remaining() - vectors);
+    MPQ_CHECK_VALUE(fits, r.what(), ": truncated or corrupt: layer '", name, "' claims ", in,
+                    " input features, more than the file holds");
+    auto read_tensor = [&](std::vector<int64_t> shape) {
+      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(options.accumulate_dtype));
+      r.read_bytes(t.data_ptr(), t.nbytes());
+      return t;
     };
     LayerStats s;
-    s.sum_sq = tensor("sum_sq", 1);
-    s.sum_abs = tensor("sum_abs", 1);
-    s.max_abs = tensor("max_abs", 1);
-    const int64_t in = s.sum_sq.size(0);
-    MPQ_CHECK_VALUE(s.sum_abs.size(0) == in && s.max_abs.size(0) == in, where,
-                    "per-column statistics differ in length");
-    if (options.collect_xtx) {
-      s.xtx = tensor("xtx", 2);
-      MPQ_CHECK_VALUE(s.xtx.size(0) == in && s.xtx.size(1) == in, where, "xtx must be [", in, ", ",
-                      in, "]");
-    }
-    const c10::IValue tokens = get(d, "tokens"), batches = get(d, "batches");
-    MPQ_CHECK_VALUE(tokens.isInt() && batches.isInt() && tokens.toInt() > 0 && batches.toInt() > 0,
-                    where, "tokens and batches must be positive integers");
-    s.tokens = tokens.toInt();
-    s.batches = batches.toInt();
-    Entry& e = cal.impl_->find_or_add(name);
-    e.sums = std::move(s);
+    s.sum_sq = read_tensor({static_cast<int64_t>(in)});
+    s.sum_abs = read_tensor({static_cast<int64_t>(in)});
+    s.max_abs = read_tensor({static_cast<int64_t>(in)});
+    if (options.collect_xtx) s.xtx = read_tensor({static_cast<int64_t>(in), static_cast<int64_t>(in)});
+    s.tokens = tokens;
+    s.batches = batches;
+    MPQ_CHECK_VALUE(!cal.contains(name), r.what(), ": layer '", name, "' appears twice");
+    cal.impl_->find_or_add(name).sums = std::move(s);
   }
+  MPQ_CHECK_VALUE(r.remaining() == 0, r.what(), ": ", r.remaining(), " unexpected bytes after the last layer");
   return cal;
 }
 

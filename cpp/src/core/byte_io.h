@@ -1,0 +1,82 @@
+#pragma once
+// Bounds-checked reading of little-endian binary files held in memory, and the atomic file write
+// (temporary name, then rename) every writer in mpq uses. Readers never trust a length field:
+// every read is checked against what is left, so a corrupt or truncated file is an exception.
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <mpq/error.h>
+
+namespace mpq::detail {
+
+static_assert(std::endian::native == std::endian::little, "mpq's file formats assume a little-endian host");
+
+class ByteReader {
+ public:
+  // `what` names the file in error messages.
+  ByteReader(const std::vector<char>& data, std::string what) : data_(data), what_(std::move(what)) {}
+
+  template <typename T>
+  T read() {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T v;
+    read_bytes(&v, sizeof(T));
+    return v;
+  }
+  void read_bytes(void* out, uint64_t n) {
+    MPQ_CHECK_VALUE(n <= remaining(), what_, ": truncated or corrupt: needs ", n, " bytes at offset ",
+                    pos_, ", only ", remaining(), " left");
+    if (n) std::memcpy(out, data_.data() + pos_, n);
+    pos_ += n;
+  }
+  // A u64 length followed by that many bytes, at most `max_length`.
+  std::string read_string(uint64_t max_length) {
+    const auto n = read<uint64_t>();
+    MPQ_CHECK_VALUE(n <= max_length, what_, ": corrupt: a string of ", n, " bytes at offset ", pos_,
+                    " (at most ", max_length, " allowed)");
+    std::string s(n, '\0');
+    read_bytes(s.data(), n);
+    return s;
+  }
+  uint64_t remaining() const { return data_.size() - pos_; }
+  uint64_t position() const { return pos_; }
+  const std::string& what() const { return what_; }
+
+ private:
+  const std::vector<char>& data_;
+  std::string what_;
+  uint64_t pos_ = 0;
+};
+
+// Appends little-endian values to a byte buffer.
+class ByteWriter {
+ public:
+  template <typename T>
+  void write(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    write_bytes(&v, sizeof(T));
+  }
+  void write_bytes(const void* p, uint64_t n) {
+    const char* c = static_cast<const char*>(p);
+    buffer_.insert(buffer_.end(), c, c + n);
+  }
+  void write_string(const std::string& s) {
+    write<uint64_t>(s.size());
+    write_bytes(s.data(), s.size());
+  }
+  const std::vector<char>& bytes() const { return buffer_; }
+
+ private:
+  std::vector<char> buffer_;
+};
+
+// The whole file, or IoError naming it.
+std::vector<char> read_file(const std::string& path, const char* who);
+// Writes `bytes` to path + ".tmp" and renames it to `path`: a reader never sees half a file.
+void write_file_atomic(const std::string& path, const std::vector<char>& bytes, const char* who);
+
+}  // namespace mpq::detail
