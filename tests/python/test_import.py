@@ -28,6 +28,8 @@ def test_libmpq_uses_the_shared_libstdcxx():
     if shutil.which("nm") is None:
         pytest.skip("needs binutils' nm")
     lib = os.path.join(os.path.dirname(mpq.__file__), "lib", "libmpq.so")
-    symbols = subprocess.run(["nm", "--defined-only", lib], capture_output=True, text=True,
+    symbols = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True, text=True,
                              check=True).stdout
-    assert "_ZNSt6locale5facet" not in symbols and "_ZNSt6locale7classic" not in symbols
+    assert "_ZN3mpq12quantize_rtn" in symbols  # the table is readable: the check means something
+    # std::ostream's number formatting and std::locale live in libstdc++.so, never in libmpq.
+    assert "_ZNSo9_M_insert" not in symbols and "_ZNSt6locale" not in symbols
