@@ -9,4 +9,6 @@ void bind_error(py::module_& m);
 void bind_format(py::module_& m);
 void bind_quantizer(py::module_& m);
 void bind_calibration(py::module_& m);
+void bind_kquants(py::module_& m);
+void bind_gguf(py::module_& m);
 }  // namespace mpq::bindings

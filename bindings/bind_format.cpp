@@ -1,3 +1,4 @@
+#include <mpq/error.h>
 #include <mpq/format.h>
 
 #include "bind.h"
@@ -6,17 +7,21 @@ namespace mpq::bindings {
 
 void bind_format(py::module_& m) {
   py::enum_<FormatFamily>(m, "FormatFamily")
-      .value("INTEGER", FormatFamily::kInteger, "integer codes with per-group fp16 scales");
+      .value("INTEGER", FormatFamily::kInteger, "integer codes with per-group fp16 scales")
+      .value("GGML", FormatFamily::kGgml, "a llama.cpp tensor type stored as ggml blocks");
 
   py::class_<Format>(m, "Format", "A quantization format and its traits.")
       .def(py::init([](std::string name, FormatFamily family, int bits, int64_t group_size,
                        bool symmetric) {
+             MPQ_CHECK_VALUE(family == FormatFamily::kInteger,
+                             "Format: only integer formats can be defined (the ggml ones are built in)");
              Format f{std::move(name), family, bits, group_size, symmetric};
              f.validate();
              return f;
            }),
            py::arg("name"), py::arg("family") = FormatFamily::kInteger, py::arg("bits") = 4,
            py::arg("group_size") = 0, py::arg("symmetric") = false)
+      .def_readonly("ggml_type", &Format::ggml_type, "ggml type id (GGUF tensor type); -1 if none")
       .def_readonly("name", &Format::name)
       .def_readonly("family", &Format::family)
       .def_readonly("bits", &Format::bits)

@@ -50,6 +50,28 @@ void bind_quantizer(py::module_& m) {
       .def("__repr__", &QuantizedTensor::to_string);
 
   m.def(
+      "quantize",
+      [](const at::Tensor& weight, const std::string& format, std::optional<at::Tensor> importance,
+         const RtnOptions& options, const std::string& name) {
+        const Format f = find_format(format);
+        py::gil_scoped_release release;
+        return quantize(weight, f, importance, options, name);
+      },
+      py::arg("weight"), py::arg("format"), py::arg("importance") = py::none(),
+      py::arg("options") = RtnOptions{}, py::arg("name") = "weight",
+      R"(Quantizes a 2-D weight to any registered format.
+
+Args:
+    weight: floating tensor [rows, cols].
+    format: an integer format ("int4_g128": RTN with `options`) or a llama.cpp one ("q4_k":
+        byte-identical with ggml, weighted by `importance` when given).
+    importance: float [cols] importance weights (ggml formats only).
+    options: RtnOptions for integer formats.
+    name: the tensor's name, used in error messages.
+
+Returns:
+    QuantizedTensor.)");
+  m.def(
       "quantize_rtn",
       [](const at::Tensor& weight, const std::string& format, const RtnOptions& options,
          const std::string& name) {

@@ -8,4 +8,6 @@ PYBIND11_MODULE(_C, m) {
   mpq::bindings::bind_format(m);
   mpq::bindings::bind_quantizer(m);
   mpq::bindings::bind_calibration(m);
+  mpq::bindings::bind_kquants(m);
+  mpq::bindings::bind_gguf(m);
 }

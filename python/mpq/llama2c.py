@@ -184,6 +184,17 @@ class Llama2cTokenizer:
             pos += length
         if vocab_size is not None and len(pieces) != vocab_size:
             raise ValueError(f"{path}: {len(pieces)} tokens, the model expects {vocab_size}")
+        self._set_vocab(pieces, scores)
+
+    @classmethod
+    def from_pieces(cls, pieces: list[bytes], scores: list[float]) -> "Llama2cTokenizer":
+        """A tokenizer from its pieces (with ' ' for sentencepiece's '▁') and merge scores."""
+        tok = cls.__new__(cls)
+        tok.max_token_length = max(map(len, pieces))
+        tok._set_vocab(list(pieces), [float(s) for s in scores])
+        return tok
+
+    def _set_vocab(self, pieces: list[bytes], scores: list[float]) -> None:
         self.pieces: list[bytes] = pieces
         self.scores: list[float] = scores
         self._ids = {p: i for i, p in enumerate(pieces)}

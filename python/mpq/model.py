@@ -72,8 +72,8 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
     """Loads a causal LM from local files.
 
     Args:
-        path: a Hugging Face model directory (Llama, Qwen2 or Qwen3 architecture), a llama2.c
-            checkpoint (.bin), or None for the default model (stories260K from the shared data).
+        path: a Hugging Face model directory (Llama, Qwen2 or Qwen3 architecture), a GGUF file
+            (dequantized), a llama2.c checkpoint (.bin), or None for the default model.
         tokenizer: the llama2.c tokenizer for a .bin checkpoint (default: tok512.bin, or
             tokenizer.bin beside the checkpoint).
         device: where the model goes.
@@ -88,7 +88,12 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
         path = data.default_model_path()
         tokenizer = tokenizer or data.default_tokenizer_path()
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if path.endswith(".gguf") and os.path.isfile(path):
+        from .gguf_model import load_gguf
+
+        model, tok, _ = load_gguf(path, dtype=dtype)
+        name = os.path.splitext(os.path.basename(path))[0]
+    elif os.path.isdir(path):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         config = AutoConfig.from_pretrained(path, local_files_only=True)

@@ -21,6 +21,9 @@ struct CalibratorOptions {
   std::string to_string() const;
 };
 
+// llama-imatrix skips batches of fewer tokens than this.
+constexpr int64_t kImatrixMinRows = 16;
+
 // Sums over every observed row x (one token's input to the layer).
 struct LayerStats {
   at::Tensor xtx;      // Σ x xᵀ [in, in]; undefined if not collected
@@ -29,6 +32,10 @@ struct LayerStats {
   at::Tensor max_abs;  // max |x| [in]
   int64_t tokens = 0;  // rows observed
   int64_t batches = 0; // observe() calls
+  // llama-imatrix's sums: Σx² and row count over observations of at least kImatrixMinRows rows
+  // (llama.cpp ignores matrix multiplications of fewer than 16 tokens).
+  at::Tensor imatrix_sum_sq;  // [in]
+  int64_t imatrix_tokens = 0;
 
   // GPTQ's Hessian of the layer-wise squared error: (2 / tokens) Σ x xᵀ.
   at::Tensor hessian() const;

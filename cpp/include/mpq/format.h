@@ -10,6 +10,7 @@ namespace mpq {
 
 enum class FormatFamily {
   kInteger,  // b-bit integer codes, one fp16 scale (+ a b-bit zero point) per group of weights
+  kGgml,     // a llama.cpp tensor type (q4_k, q8_0, f16...), stored as ggml blocks
 };
 
 struct Format {
@@ -18,11 +19,13 @@ struct Format {
   int bits = 4;            // 2..8
   int64_t group_size = 0;  // weights sharing one scale along a row; 0 = the whole row
   bool symmetric = false;  // symmetric: no zero point, codes centred on 2^(bits-1)
+  int32_t ggml_type = -1;  // kGgml: the ggml type id (GGUF tensor type); -1 otherwise
 
-  // Groups in a row of `row_length` weights (the last group may be shorter).
+  // Groups (ggml: blocks) in a row of `row_length` weights (the last group may be shorter).
   int64_t groups_per_row(int64_t row_length) const;
-  // Bytes of the stored form of a rows x cols weight: bit-packed codes per row, an fp16 scale per
-  // group and, when asymmetric, bit-packed b-bit zero points per row.
+  // Bytes of the stored form of a rows x cols weight. Integer formats: bit-packed codes per row,
+  // an fp16 scale per group and, when asymmetric, bit-packed b-bit zero points per row.
+  // ggml formats: the blocks, exactly as in a GGUF file.
   int64_t bytes(int64_t rows, int64_t cols) const;
   // bytes(rows, cols) * 8 / (rows * cols): independent of rows.
   double bits_per_weight(int64_t row_length) const;

@@ -1,6 +1,7 @@
 #pragma once
-// Round-to-nearest (RTN) quantization to the integer group formats, with an optional MSE-optimal
-// clipping search, and the packed QuantizedTensor that every expert produces.
+// The packed QuantizedTensor that every expert produces, quantize() for any registered format,
+// and round-to-nearest (RTN) quantization to the integer group formats with an optional
+// MSE-optimal clipping search.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -12,13 +13,17 @@
 
 namespace mpq {
 
-// A quantized 2-D weight [rows, cols]. Dequantized value of element (r, c) in group k = c / g:
+// A quantized 2-D weight [rows, cols].
+// Integer formats: element (r, c) in group k = c / g dequantizes to
 //   scales[r, k] * (code(r, c) - zero(r, k)),  zero = zeros[r, k] or 2^(bits-1) when symmetric.
+// ggml formats: `codes` holds the rows' ggml blocks exactly as a GGUF file stores them; scales and
+// zeros are undefined.
 struct QuantizedTensor {
   std::string format;         // name in the format registry
-  at::Tensor codes;           // uint8 [rows, ceil(cols * bits / 8)], little-endian bit stream per row
-  at::Tensor scales;          // float16 [rows, groups]
-  at::Tensor zeros;           // uint8 [rows, groups]; undefined for symmetric formats
+  at::Tensor codes;           // uint8 [rows, ceil(cols * bits / 8)] little-endian bit stream per
+                              // row (integer), or uint8 [rows, row_bytes] blocks (ggml)
+  at::Tensor scales;          // float16 [rows, groups]; integer formats only
+  at::Tensor zeros;           // uint8 [rows, groups]; asymmetric integer formats only
   int64_t rows = 0;
   int64_t cols = 0;
   at::ScalarType dtype = at::kFloat;  // dtype of the weight that was quantized
@@ -42,12 +47,20 @@ struct RtnOptions {
   std::string to_string() const;
 };
 
+// Quantizes a floating-point weight [rows, cols] to any registered format: integer formats by
+// RTN (`options`), ggml formats as llama.cpp does, weighted by `importance` [cols] when given.
+// Importance weights are for ggml formats only (ValueError otherwise).
+QuantizedTensor quantize(const at::Tensor& weight, const Format& format,
+                         const std::optional<at::Tensor>& importance = std::nullopt,
+                         const RtnOptions& options = {}, std::string_view name = "weight");
+
 // Quantizes a floating-point weight [rows, cols] (fp32/fp16/bf16/fp64, any device) to an integer
 // format. `name` is the tensor's name in error messages.
 QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
                              const RtnOptions& options = {}, std::string_view name = "weight");
 
-// Dequantizes to `dtype` (default: the dtype of the original weight) on the codes' device.
+// Dequantizes to `dtype` (default: the dtype of the original weight) on the codes' device (ggml
+// formats: on the CPU).
 at::Tensor dequantize(const QuantizedTensor& q, std::optional<at::ScalarType> dtype = std::nullopt);
 
 // Packs uint8 codes [rows, n] with values < 2^bits into a little-endian bit stream per row:

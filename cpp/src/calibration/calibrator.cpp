@@ -103,6 +103,7 @@ void Calibrator::observe(const std::string& layer, const at::Tensor& x) {
   at::Tensor max_abs = std::get<0>(abs.max(0));
   at::Tensor xtx = impl_->options.collect_xtx ? at::matmul(rows.t(), rows) : at::Tensor();
 
+  const bool imatrix_batch = rows.size(0) >= kImatrixMinRows;
   Entry& entry = impl_->find_or_add(layer);
   std::lock_guard lock(entry.mutex);
   LayerStats& s = entry.sums;
@@ -111,6 +112,7 @@ void Calibrator::observe(const std::string& layer, const at::Tensor& x) {
     s.sum_abs = sum_abs;
     s.max_abs = max_abs;
     s.xtx = xtx;
+    s.imatrix_sum_sq = imatrix_batch ? sum_sq.clone() : at::zeros_like(sum_sq);
   } else {
     MPQ_CHECK_VALUE(s.in_features() == in, name, ": has ", in, " features, but earlier inputs of ",
                     layer, " had ", s.in_features());
@@ -120,7 +122,9 @@ void Calibrator::observe(const std::string& layer, const at::Tensor& x) {
     s.sum_abs.add_(sum_abs);
     s.max_abs = at::maximum(s.max_abs, max_abs);
     if (xtx.defined()) s.xtx.add_(xtx);
+    if (imatrix_batch) s.imatrix_sum_sq.add_(sum_sq);
   }
+  if (imatrix_batch) s.imatrix_tokens += rows.size(0);
   s.tokens += rows.size(0);
   s.batches += 1;
 }
@@ -133,7 +137,7 @@ LayerStats Calibrator::stats(const std::string& layer) const {
                   "' (it was never observed)");
   std::lock_guard lock(e->mutex);
   LayerStats out = e->sums;
-  for (at::Tensor* t : {&out.xtx, &out.sum_sq, &out.sum_abs, &out.max_abs}) {
+  for (at::Tensor* t : {&out.xtx, &out.sum_sq, &out.sum_abs, &out.max_abs, &out.imatrix_sum_sq}) {
     if (t->defined()) *t = t->clone();
   }
   return out;
@@ -154,7 +158,8 @@ const CalibratorOptions& Calibrator::options() const { return impl_->options; }
 
 // File layout (little-endian): magic "MPQCAL", u32 version, u8 collect_xtx, u8 dtype (0 float32,
 // 1 float64), u64 layer count; per layer: u64-length name, u64 in_features, i64 tokens,
-// i64 batches, then sum_sq, sum_abs, max_abs [in] and, if collected, xtx [in * in].
+// i64 batches, i64 imatrix_tokens, then sum_sq, sum_abs, max_abs, imatrix_sum_sq [in] and, if
+// collected, xtx [in * in].
 void Calibrator::save(const std::string& path) const {
   detail::ByteWriter w;
   w.write_bytes(kMagic, sizeof(kMagic));
@@ -169,7 +174,8 @@ void Calibrator::save(const std::string& path) const {
     w.write<uint64_t>(s.in_features());
     w.write<int64_t>(s.tokens);
     w.write<int64_t>(s.batches);
-    for (const at::Tensor& t : {s.sum_sq, s.sum_abs, s.max_abs, s.xtx}) {
+    w.write<int64_t>(s.imatrix_tokens);
+    for (const at::Tensor& t : {s.sum_sq, s.sum_abs, s.max_abs, s.imatrix_sum_sq, s.xtx}) {
       if (!t.defined()) continue;
       const at::Tensor c = t.cpu().contiguous();
       w.write_bytes(c.data_ptr(), c.nbytes());
@@ -200,10 +206,12 @@ Calibrator Calibrator::load(const std::string& path) {
     const std::string name = r.read_string(4096);
     const auto in = r.read<uint64_t>();
     const auto tokens = r.read<int64_t>(), batches = r.read<int64_t>();
-    MPQ_CHECK_VALUE(in > 0 && tokens > 0 && batches > 0, r.what(), ": layer '", name,
-                    "' has a non-positive size or count");
+    const auto imatrix_tokens = r.read<int64_t>();
+    MPQ_CHECK_VALUE(in > 0 && tokens > 0 && batches > 0 && imatrix_tokens >= 0 &&
+                        imatrix_tokens <= tokens,
+                    r.what(), ": layer '", name, "' has an invalid size or count");
     // Size check before any allocation: the arrays must fit in what is left of the file.
-    const uint64_t vectors = 3 * in * elem;
+    const uint64_t vectors = 4 * in * elem;
     const bool fits = in < (uint64_t{1} << 28) && vectors <= r.remaining() &&
                       (!options.collect_xtx || in * in * elem <= r.remaining() - vectors);
     MPQ_CHECK_VALUE(fits, r.what(), ": truncated or corrupt: layer '", name, "' claims ", in,
@@ -217,6 +225,8 @@ Calibrator Calibrator::load(const std::string& path) {
     s.sum_sq = read_tensor({static_cast<int64_t>(in)});
     s.sum_abs = read_tensor({static_cast<int64_t>(in)});
     s.max_abs = read_tensor({static_cast<int64_t>(in)});
+    s.imatrix_sum_sq = read_tensor({static_cast<int64_t>(in)});
+    s.imatrix_tokens = imatrix_tokens;
     if (options.collect_xtx) s.xtx = read_tensor({static_cast<int64_t>(in), static_cast<int64_t>(in)});
     s.tokens = tokens;
     s.batches = batches;

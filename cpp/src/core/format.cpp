@@ -10,6 +10,8 @@
 
 #include <mpq/error.h>
 
+#include "ggml/ggml_types.h"
+
 namespace mpq {
 namespace {
 
@@ -43,10 +45,25 @@ std::optional<Format> parse_integer_name(std::string_view name) {
   return f;
 }
 
+// The llama.cpp types mpq quantizes and exports, with their nominal bits.
+constexpr std::pair<detail::ggml::Type, int> kGgmlTypes[] = {
+    {detail::ggml::Type::F32, 32},   {detail::ggml::Type::F16, 16},  {detail::ggml::Type::BF16, 16},
+    {detail::ggml::Type::Q8_0, 8},   {detail::ggml::Type::Q4_0, 4},  {detail::ggml::Type::Q4_1, 4},
+    {detail::ggml::Type::Q5_0, 5},   {detail::ggml::Type::Q5_1, 5},  {detail::ggml::Type::Q2_K, 2},
+    {detail::ggml::Type::Q3_K, 3},   {detail::ggml::Type::Q4_K, 4},  {detail::ggml::Type::Q5_K, 5},
+    {detail::ggml::Type::Q6_K, 6},   {detail::ggml::Type::IQ4_NL, 4}, {detail::ggml::Type::IQ4_XS, 4},
+};
+
 struct Registry {
   std::mutex mutex;
   std::map<std::string, Format, std::less<>> formats;
   Registry() {
+    for (const auto& [type, bits] : kGgmlTypes) {
+      const auto& info = detail::ggml::info(type);
+      Format f{info.name, FormatFamily::kGgml, bits, info.block_size, false,
+               static_cast<int32_t>(type)};
+      formats.emplace(f.name, f);
+    }
     // The integer formats people use most; any other canonical integer name is valid too.
     for (int bits : {2, 3, 4, 5, 6, 8}) {
       for (int64_t group : {0, 32, 64, 128}) {
@@ -66,7 +83,7 @@ Registry& registry() {
 
 bool same_traits(const Format& a, const Format& b) {
   return a.family == b.family && a.bits == b.bits && a.group_size == b.group_size &&
-         a.symmetric == b.symmetric;
+         a.symmetric == b.symmetric && a.ggml_type == b.ggml_type;
 }
 
 }  // namespace
@@ -77,6 +94,9 @@ int64_t Format::groups_per_row(int64_t row_length) const {
 
 int64_t Format::bytes(int64_t rows, int64_t cols) const {
   const int64_t groups = groups_per_row(cols);
+  if (family == FormatFamily::kGgml) {
+    return rows * groups * detail::ggml::info(static_cast<detail::ggml::Type>(ggml_type)).type_size;
+  }
   int64_t per_row = ceil_div(cols * bits, 8) + 2 * groups;
   if (!symmetric) per_row += ceil_div(groups * bits, 8);
   return rows * per_row;
@@ -88,12 +108,21 @@ double Format::bits_per_weight(int64_t row_length) const {
 
 void Format::validate() const {
   MPQ_CHECK_VALUE(!name.empty(), "format: the name must not be empty");
+  if (family == FormatFamily::kGgml) {
+    MPQ_CHECK_VALUE(ggml_type >= 0 && detail::ggml::is_supported(static_cast<detail::ggml::Type>(ggml_type)),
+                    "format ", name, ": ggml type ", ggml_type, " is not one mpq implements");
+    return;
+  }
   MPQ_CHECK_VALUE(bits >= 2 && bits <= 8, "format ", name, ": bits must be in 2..8, got ", bits);
   MPQ_CHECK_VALUE(group_size >= 0, "format ", name, ": group_size must be >= 0 (0 = whole row), got ",
                   group_size);
 }
 
 std::string Format::to_string() const {
+  if (family == FormatFamily::kGgml) {
+    return fmt::format("Format(name='{}', ggml_type={}, block_size={}, bits_per_weight={})", name,
+                       ggml_type, group_size, bits_per_weight(group_size));
+  }
   return fmt::format("Format(name='{}', bits={}, group_size={}, symmetric={})", name, bits,
                      group_size, symmetric ? "True" : "False");
 }

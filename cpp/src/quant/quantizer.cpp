@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <mpq/error.h>
+#include <mpq/kquants.h>
 
 #include "core/checks.h"
 
@@ -74,9 +75,20 @@ int64_t QuantizedTensor::nbytes() const { return find_format(format).bytes(rows,
 void QuantizedTensor::validate() const {
   const Format f = find_format(format);
   const std::string what = "QuantizedTensor(" + format + ")";
-  MPQ_CHECK_VALUE(f.family == FormatFamily::kInteger, what, ": not an integer format");
   MPQ_CHECK_VALUE(rows > 0 && cols > 0, what, ": rows and cols must be positive, got ", rows, "x",
                   cols);
+  if (f.family == FormatFamily::kGgml) {
+    const int64_t row_bytes = f.bytes(1, cols);
+    MPQ_CHECK_VALUE(cols % f.group_size == 0, what, ": rows of ", cols,
+                    " weights are not a whole number of blocks of ", f.group_size);
+    MPQ_CHECK_TYPE(codes.defined() && codes.scalar_type() == at::kByte, what,
+                   ": codes must be uint8 blocks, got ", detail::describe(codes));
+    MPQ_CHECK_VALUE(codes.dim() == 2 && codes.size(0) == rows && codes.size(1) == row_bytes, what,
+                    ": blocks must be [", rows, ", ", row_bytes, "], got ", detail::describe(codes));
+    MPQ_CHECK_VALUE(!scales.defined() && !zeros.defined(), what,
+                    ": ggml blocks carry their own scales; scales and zeros must be empty");
+    return;
+  }
   const int64_t groups = f.groups_per_row(cols);
   MPQ_CHECK_TYPE(codes.defined() && codes.scalar_type() == at::kByte, what,
                  ": codes must be uint8, got ", detail::describe(codes));
@@ -104,6 +116,23 @@ void QuantizedTensor::validate() const {
 std::string QuantizedTensor::to_string() const {
   return fmt::format("QuantizedTensor(format='{}', shape=[{}, {}], dtype={}, nbytes={})", format,
                      rows, cols, c10::toString(dtype), nbytes());
+}
+
+QuantizedTensor quantize(const at::Tensor& weight, const Format& format,
+                         const std::optional<at::Tensor>& importance, const RtnOptions& options,
+                         std::string_view name) {
+  if (format.family == FormatFamily::kInteger) {
+    MPQ_CHECK_VALUE(!importance || !importance->defined(), name,
+                    ": importance weights apply to the ggml formats, not to ", format.name);
+    return quantize_rtn(weight, format, options, name);
+  }
+  QuantizedTensor q;
+  q.codes = quantize_ggml(weight, format, importance, name);
+  q.format = format.name;
+  q.rows = weight.size(0);
+  q.cols = weight.size(1);
+  q.dtype = weight.scalar_type();
+  return q;
 }
 
 QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
@@ -157,6 +186,9 @@ QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
 at::Tensor dequantize(const QuantizedTensor& q, std::optional<at::ScalarType> dtype) {
   q.validate();
   const Format f = find_format(q.format);
+  if (f.family == FormatFamily::kGgml) {
+    return dequantize_ggml(q.codes, f, q.cols).to(dtype.value_or(q.dtype));
+  }
   const int64_t g = f.group_size == 0 ? q.cols : std::min(f.group_size, q.cols);
   const int64_t groups = f.groups_per_row(q.cols);
   at::Tensor codes = unpack_codes(q.codes, f.bits, q.cols).to(at::kFloat);

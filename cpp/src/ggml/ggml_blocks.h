@@ -1,0 +1,118 @@
+#pragma once
+// Internal: the byte layouts of ggml's blocks (ggml-common.h), shared constants, and the per-type
+// row kernels the dispatcher in ggml_quants.cpp calls. Kernels build each block in a local struct
+// and memcpy it out (and memcpy blocks in when reading), so callers' buffers need no alignment.
+#include <cstddef>
+#include <cstdint>
+
+namespace mpq::detail::ggml {
+
+inline constexpr int kBlock32 = 32;      // the legacy and IQ4_NL block
+inline constexpr int kSuperBlock = 256;  // the K-quant / IQ4_XS super-block (ggml's QK_K)
+
+// fp16 fields are raw IEEE half bits. All fields are naturally aligned with no padding, so
+// sizeof() is ggml's type_size; the static_asserts pin that down.
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[16];  // value j in the low nibble of qs[j], value j+16 in the high nibble
+};
+struct BlockQ4_1 {
+  uint16_t d, m;
+  uint8_t qs[16];
+};
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];  // bit j = 5th bit of value j (little-endian u32)
+  uint8_t qs[16];
+};
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+struct BlockQ2_K {
+  uint8_t scales[16];  // low nibble: scale, high nibble: min, per 16 values
+  uint8_t qs[64];
+  uint16_t d, dmin;
+};
+struct BlockQ3_K {
+  uint8_t hmask[32];   // bit k of hmask[j] = high bit of value 32k + j
+  uint8_t qs[64];      // low 2 bits
+  uint8_t scales[12];  // 16 six-bit scales, offset by 32
+  uint16_t d;
+};
+struct BlockQ4_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];  // 8 six-bit scales and 8 six-bit mins, see pack_scale_min_k4
+  uint8_t qs[128];
+};
+struct BlockQ5_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+struct BlockQ6_K {
+  uint8_t ql[128];  // low 4 bits
+  uint8_t qh[64];   // high 2 bits
+  int8_t scales[16];
+  uint16_t d;
+};
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[16];
+};
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;   // 2 high bits of each of the 8 six-bit scales
+  uint8_t scales_l[4]; // 4 low bits of each scale
+  uint8_t qs[128];
+};
+
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 && sizeof(BlockQ8_0) == 34);
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144);
+static_assert(sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
+static_assert(offsetof(BlockQ3_K, d) == 108 && offsetof(BlockQ6_K, d) == 208);
+static_assert(offsetof(BlockQ2_K, d) == 80 && offsetof(BlockQ5_K, qs) == 48);
+
+// Row kernels: x / y hold n values (a multiple of the type's block size); qw (nullable) holds n
+// per-column importance weights.
+void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q4_1(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q5_0(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q5_1(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q8_0(const float* x, void* dst, int64_t n);
+void quantize_q2_k(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q3_k(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q4_k(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q5_k(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q6_k(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_iq4_nl(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_iq4_xs(const float* x, void* dst, int64_t n, const float* qw);
+
+// Plain float rows (fp16.cpp).
+void convert_row_to_f16(const float* x, void* dst, int64_t n);
+void convert_row_to_bf16(const float* x, void* dst, int64_t n);
+void convert_row_from_f16(const void* src, float* y, int64_t n);
+void convert_row_from_bf16(const void* src, float* y, int64_t n);
+
+void dequantize_q4_0(const void* src, float* y, int64_t n);
+void dequantize_q4_1(const void* src, float* y, int64_t n);
+void dequantize_q5_0(const void* src, float* y, int64_t n);
+void dequantize_q5_1(const void* src, float* y, int64_t n);
+void dequantize_q8_0(const void* src, float* y, int64_t n);
+void dequantize_q2_k(const void* src, float* y, int64_t n);
+void dequantize_q3_k(const void* src, float* y, int64_t n);
+void dequantize_q4_k(const void* src, float* y, int64_t n);
+void dequantize_q5_k(const void* src, float* y, int64_t n);
+void dequantize_q6_k(const void* src, float* y, int64_t n);
+void dequantize_iq4_nl(const void* src, float* y, int64_t n);
+void dequantize_iq4_xs(const void* src, float* y, int64_t n);
+
+}  // namespace mpq::detail::ggml

@@ -1,0 +1,282 @@
+// The 32-value "legacy" formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (ggml's quantize_row_*_ref without
+// importance weights, quantize_row_*_impl with them) and their readers.
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "ggml/ggml_blocks.h"
+#include "ggml/half.h"
+#include "ggml/scale_search.h"
+
+namespace mpq::detail::ggml {
+
+namespace {
+
+constexpr int QK = kBlock32;
+
+// The value of largest magnitude, with its sign (the first one on ties).
+inline float signed_absmax(const float* x) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < QK; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
+inline void min_max(const float* x, float& min, float& max) {
+  min = FLT_MAX;
+  max = -FLT_MAX;
+  for (int j = 0; j < QK; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+}
+
+// The weighted paths scale each importance weight by sqrt(sigma2 + x^2), sigma2 = mean x^2 over
+// the whole row, so that large values matter more even where the imatrix is flat.
+inline float row_sigma2(const float* x, int64_t n) {
+  float sum_x2 = 0;
+  for (int64_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+  return sum_x2 / n;
+}
+
+inline void block_weights(const float* xb, const float* qw, float sigma2, float* weight) {
+  for (int j = 0; j < QK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+}
+
+// Splits 32 five-bit levels into nibbles (value j low, j+16 high) and the 5th bits into qh.
+template <typename Level>
+inline void pack_5bit(const Level* L, uint8_t* qs, uint8_t* qh_bytes) {
+  uint32_t qh = 0;
+  for (int j = 0; j < QK / 2; ++j) {
+    const uint8_t lo = static_cast<uint8_t>(L[j]);
+    const uint8_t hi = static_cast<uint8_t>(L[j + QK / 2]);
+    qs[j] = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
+    qh |= ((lo & 0x10u) >> 4) << j;
+    qh |= ((hi & 0x10u) >> 4) << (j + QK / 2);
+  }
+  std::memcpy(qh_bytes, &qh, 4);
+}
+
+}  // namespace
+
+void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw) {
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / QK;
+  BlockQ4_0 b;
+  if (!qw) {
+    for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
+      // Scale so that the largest-magnitude value maps exactly to level -8 (the extra level).
+      const float d = signed_absmax(x) / -8;
+      const float id = d ? 1.0f / d : 0.0f;
+      b.d = half_from_float(d);
+      for (int j = 0; j < QK / 2; ++j) {
+        const int lo = smaller(15, int{static_cast<int8_t>(x[j] * id + 8.5f)});
+        const int hi = smaller(15, int{static_cast<int8_t>(x[j + QK / 2] * id + 8.5f)});
+        b.qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+      }
+      std::memcpy(out, &b, sizeof b);
+    }
+    return;
+  }
+  const float sigma2 = row_sigma2(x, n);
+  float weight[QK];
+  int8_t L[QK];
+  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
+    block_weights(x, qw, sigma2, weight);
+    b.d = half_from_float(fit_symmetric<QK, 8>(x, weight, L));
+    for (int j = 0; j < QK / 2; ++j) b.qs[j] = static_cast<uint8_t>(L[j] | (L[j + QK / 2] << 4));
+    std::memcpy(out, &b, sizeof b);
+  }
+}
+
+void quantize_q4_1(const float* x, void* dst, int64_t n, const float* qw) {
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / QK;
+  BlockQ4_1 b;
+  if (!qw) {
+    for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
+      float min, max;
+      min_max(x, min, max);
+      const float d = (max - min) / ((1 << 4) - 1);
+      const float id = d ? 1.0f / d : 0.0f;
+      b.d = half_from_float(d);
+      b.m = half_from_float(min);
+      for (int j = 0; j < QK / 2; ++j) {
+        const int lo = smaller(15, int{static_cast<int8_t>((x[j] - min) * id + 0.5f)});
+        const int hi = smaller(15, int{static_cast<int8_t>((x[j + QK / 2] - min) * id + 0.5f)});
+        b.qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+      }
+      std::memcpy(out, &b, sizeof b);
+    }
+    return;
+  }
+  const float sigma2 = row_sigma2(x, n);
+  float weight[QK];
+  uint8_t L[QK];
+  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
+    block_weights(x, qw, sigma2, weight);
+    float neg_min;
+    const float d = fit_affine<QK, 15, false>(x, weight, L, &neg_min, -0.9f, 0.05f, 36);
+    b.d = half_from_float(d);
+    b.m = half_from_float(-neg_min);
+    for (int j = 0; j < QK / 2; ++j) b.qs[j] = static_cast<uint8_t>(L[j] | (L[j + QK / 2] << 4));
+    std::memcpy(out, &b, sizeof b);
+  }
+}
+
+void quantize_q5_0(const float* x, void* dst, int64_t n, const float* qw) {
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / QK;
+  BlockQ5_0 b;
+  if (!qw) {
+    uint8_t L[QK];
+    for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
+      const float d = signed_absmax(x) / -16;
+      const float id = d ? 1.0f / d : 0.0f;
+      b.d = half_from_float(d);
+      for (int j = 0; j < QK; ++j) {
+        L[j] = static_cast<uint8_t>(smaller(31, int{static_cast<int8_t>(x[j] * id + 16.5f)}));
+      }
+      pack_5bit(L, b.qs, b.qh);
+      std::memcpy(out, &b, sizeof b);
+    }
+    return;
+  }
+  const float sigma2 = row_sigma2(x, n);
+  float weight[QK];
+  int8_t L[QK];
+  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
+    block_weights(x, qw, sigma2, weight);
+    b.d = half_from_float(fit_symmetric<QK, 16>(x, weight, L));
+    pack_5bit(L, b.qs, b.qh);
+    std::memcpy(out, &b, sizeof b);
+  }
+}
+
+void quantize_q5_1(const float* x, void* dst, int64_t n, const float* qw) {
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / QK;
+  BlockQ5_1 b;
+  uint8_t L[QK];
+  if (!qw) {
+    for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
+      float min, max;
+      min_max(x, min, max);
+      const float d = (max - min) / ((1 << 5) - 1);
+      const float id = d ? 1.0f / d : 0.0f;
+      b.d = half_from_float(d);
+      b.m = half_from_float(min);
+      // No clamp to 31 here (ggml has none): (max - min) * id rounds to at most 31.
+      for (int j = 0; j < QK; ++j) L[j] = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
+      pack_5bit(L, b.qs, b.qh);
+      std::memcpy(out, &b, sizeof b);
+    }
+    return;
+  }
+  const float sigma2 = row_sigma2(x, n);
+  float weight[QK];
+  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
+    block_weights(x, qw, sigma2, weight);
+    float neg_min;
+    const float d = fit_affine<QK, 31, false>(x, weight, L, &neg_min, -0.9f, 0.05f, 36);
+    b.d = half_from_float(d);
+    b.m = half_from_float(-neg_min);
+    pack_5bit(L, b.qs, b.qh);
+    std::memcpy(out, &b, sizeof b);
+  }
+}
+
+void quantize_q8_0(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / QK;
+  BlockQ8_0 b;
+  for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; ++j) amax = larger(amax, std::fabs(x[j]));
+    const float d = amax / ((1 << 7) - 1);
+    const float id = d ? 1.0f / d : 0.0f;
+    b.d = half_from_float(d);
+    for (int j = 0; j < QK; ++j) b.qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+    std::memcpy(out, &b, sizeof b);
+  }
+}
+
+// ------------------------------------------------------------------------------------- readers
+
+void dequantize_q4_0(const void* src, float* y, int64_t n) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  BlockQ4_0 b;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
+    std::memcpy(&b, in, sizeof b);
+    const float d = float_from_half(b.d);
+    for (int j = 0; j < QK / 2; ++j) {
+      y[j] = ((b.qs[j] & 0x0F) - 8) * d;
+      y[j + QK / 2] = ((b.qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequantize_q4_1(const void* src, float* y, int64_t n) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  BlockQ4_1 b;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
+    std::memcpy(&b, in, sizeof b);
+    const float d = float_from_half(b.d);
+    const float m = float_from_half(b.m);
+    for (int j = 0; j < QK / 2; ++j) {
+      y[j] = (b.qs[j] & 0x0F) * d + m;
+      y[j + QK / 2] = (b.qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void dequantize_q5_0(const void* src, float* y, int64_t n) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  BlockQ5_0 b;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
+    std::memcpy(&b, in, sizeof b);
+    const float d = float_from_half(b.d);
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, 4);
+    for (int j = 0; j < QK / 2; ++j) {
+      const int lo = (b.qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10);
+      const int hi = (b.qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+      y[j] = (lo - 16) * d;
+      y[j + QK / 2] = (hi - 16) * d;
+    }
+  }
+}
+
+void dequantize_q5_1(const void* src, float* y, int64_t n) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  BlockQ5_1 b;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
+    std::memcpy(&b, in, sizeof b);
+    const float d = float_from_half(b.d);
+    const float m = float_from_half(b.m);
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, 4);
+    for (int j = 0; j < QK / 2; ++j) {
+      const int lo = (b.qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10);
+      const int hi = (b.qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+      y[j] = lo * d + m;
+      y[j + QK / 2] = hi * d + m;
+    }
+  }
+}
+
+void dequantize_q8_0(const void* src, float* y, int64_t n) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  BlockQ8_0 b;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
+    std::memcpy(&b, in, sizeof b);
+    const float d = float_from_half(b.d);
+    for (int j = 0; j < QK; ++j) y[j] = b.qs[j] * d;
+  }
+}
+
+}  // namespace mpq::detail::ggml

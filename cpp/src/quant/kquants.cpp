@@ -1,0 +1,106 @@
+// The ATen face of the ggml block formats: argument checks, then the torch-free row kernels of
+// cpp/src/ggml, one row per task on ATen's thread pool.
+#include <mpq/kquants.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <mpq/error.h>
+
+#include "core/checks.h"
+#include "ggml/ggml_quants.h"
+#include "ggml/ggml_types.h"
+
+namespace mpq {
+namespace {
+
+namespace g = detail::ggml;
+
+g::Type ggml_type_of(const Format& format, std::string_view name) {
+  MPQ_CHECK_VALUE(format.family == FormatFamily::kGgml, name, ": ", format.name,
+                  " is not a llama.cpp (ggml) format");
+  return static_cast<g::Type>(format.ggml_type);
+}
+
+// Rows per task: enough work per task to amortise scheduling (~64K weights).
+int64_t grain(int64_t n_per_row) { return std::max<int64_t>(1, (int64_t{1} << 16) / n_per_row); }
+
+}  // namespace
+
+at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
+                         const std::optional<at::Tensor>& importance, std::string_view name) {
+  const g::Type type = ggml_type_of(format, name);
+  detail::check_floating(weight, name, 2);
+  const int64_t rows = weight.size(0), n = weight.size(1);
+  const g::TypeInfo& info = g::info(type);
+  MPQ_CHECK_VALUE(n % info.block_size == 0, name, ": rows of ", n, " weights are not a multiple of ",
+                  format.name, "'s block of ", info.block_size, " (llama-quantize would use ",
+                  ggml_fallback(format, n).name, ")");
+  detail::check_finite(weight, name);
+  const at::Tensor w = weight.to(at::kCPU, at::kFloat).contiguous();
+
+  at::Tensor imp;
+  if (importance && importance->defined()) {
+    const std::string what = std::string(name) + " importance";
+    detail::check_floating(*importance, what, 1);
+    MPQ_CHECK_VALUE(importance->size(0) == n, what, ": ", importance->size(0),
+                    " weights for rows of ", n);
+    detail::check_finite(*importance, what);
+    imp = importance->to(at::kCPU, at::kFloat).contiguous();
+    MPQ_CHECK_VALUE(imp.min().item<float>() >= 0.0f, what, ": importance weights must be >= 0");
+  }
+
+  const int64_t row_bytes = static_cast<int64_t>(g::row_size(type, n));
+  at::Tensor out = at::empty({rows, row_bytes}, at::TensorOptions().dtype(at::kByte));
+  const float* src = w.data_ptr<float>();
+  const float* qw = imp.defined() ? imp.data_ptr<float>() : nullptr;
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  at::parallel_for(0, rows, grain(n), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) g::quantize_row(type, src + r * n, dst + r * row_bytes, n, qw);
+  });
+  return out;
+}
+
+at::Tensor dequantize_ggml(const at::Tensor& blocks, const Format& format, int64_t n_per_row) {
+  const g::Type type = ggml_type_of(format, "blocks");
+  const g::TypeInfo& info = g::info(type);
+  MPQ_CHECK_VALUE(n_per_row > 0 && n_per_row % info.block_size == 0, "dequantize_ggml: n_per_row ",
+                  n_per_row, " is not a positive multiple of ", format.name, "'s block of ",
+                  info.block_size);
+  const int64_t row_bytes = static_cast<int64_t>(g::row_size(type, n_per_row));
+  MPQ_CHECK_TYPE(blocks.defined() && blocks.scalar_type() == at::kByte,
+                 "dequantize_ggml: blocks must be uint8, got ", detail::describe(blocks));
+  MPQ_CHECK_VALUE(blocks.dim() == 2 && blocks.size(1) == row_bytes, "dequantize_ggml: ", format.name,
+                  " rows of ", n_per_row, " weights take ", row_bytes, " bytes; got ",
+                  detail::describe(blocks));
+  const at::Tensor b = blocks.to(at::kCPU).contiguous();
+  const int64_t rows = b.size(0);
+  at::Tensor out = at::empty({rows, n_per_row}, at::TensorOptions().dtype(at::kFloat));
+  const uint8_t* src = b.data_ptr<uint8_t>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, rows, grain(n_per_row), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      g::dequantize_row(type, src + r * row_bytes, dst + r * n_per_row, n_per_row);
+    }
+  });
+  return out;
+}
+
+Format ggml_fallback(const Format& format, int64_t n_per_row) {
+  const g::Type type = ggml_type_of(format, "ggml_fallback");
+  if (n_per_row % g::info(type).block_size == 0) return format;
+  g::Type to = type;
+  switch (type) {
+    case g::Type::IQ4_XS: to = g::Type::IQ4_NL; break;
+    case g::Type::Q2_K:
+    case g::Type::Q3_K: to = g::Type::Q4_0; break;
+    case g::Type::Q4_K: to = g::Type::Q5_0; break;
+    case g::Type::Q5_K: to = g::Type::Q5_1; break;
+    case g::Type::Q6_K: to = g::Type::Q8_0; break;
+    default: break;  // a 32-block type: only F16 remains
+  }
+  if (n_per_row % g::info(to).block_size != 0) to = g::Type::F16;
+  return find_format(g::info(to).name);
+}
+
+}  // namespace mpq
