@@ -148,6 +148,13 @@ def linear_layers(model: nn.Module, include_output: bool = False) -> dict[str, n
     return layers
 
 
+def weight_tensors(model: nn.Module) -> dict[str, nn.Module]:
+    """Every quantizable 2-D weight under its llama.cpp name (GGUF name without ".weight"):
+    token_embd (the embedding, which is also the output head when tied), the linear layers, and
+    output when it is a tensor of its own. Each value is the module whose .weight it is."""
+    return {"token_embd": model.get_input_embeddings(), **linear_layers(model, include_output=True)}
+
+
 @contextlib.contextmanager
 def calibration_hooks(model: nn.Module, calibrator: _C.Calibrator,
                       layers: dict[str, nn.Linear] | None = None) -> Iterator[_C.Calibrator]:
@@ -206,22 +213,26 @@ class QuantizedWeights:
 @torch.no_grad()
 def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
                        rtn_options: _C.RtnOptions | None = None,
+                       importance: dict[str, torch.Tensor] | None = None,
                        progress: bool = False) -> QuantizedWeights:
-    """Replaces the weights of the layers in `plan` with quantized-then-dequantized weights.
+    """Replaces the weights in `plan` with quantized-then-dequantized weights.
 
     Args:
         model: the model.
-        plan: layer name -> format name (RTN) or a callable (name, weight) -> new weight.
-        rtn_options: options for the format-name entries.
+        plan: tensor name (see weight_tensors: "token_embd", "blk.0.attn_q", ...) -> format name
+            (any registered format: integer ones by RTN, llama.cpp ones as ggml quantizes them)
+            or a callable (name, weight) -> new weight.
+        rtn_options: options for integer formats.
+        importance: tensor name -> importance weights [in_features] for llama.cpp formats.
         progress: show a progress bar.
 
     Returns:
-        QuantizedWeights: `.results[name]` holds the QuantizedTensor of each RTN layer;
-        `.restore()` puts the original weights back.
+        QuantizedWeights: `.results[name]` holds the QuantizedTensor of each format-name entry
+        (the bytes a GGUF export writes); `.restore()` puts the original weights back.
     """
     from tqdm.auto import tqdm
 
-    layers = linear_layers(model, include_output=True)
+    layers = weight_tensors(model)
     unknown = sorted(set(plan) - set(layers))
     if unknown:
         raise ValueError(f"plan names layers the model does not have: {', '.join(unknown)} "
@@ -233,8 +244,9 @@ def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
             module, how = layers[name], plan[name]
             weight = module.weight.data
             if isinstance(how, str):
-                q = _C.quantize_rtn(weight, how, options, name=name)
-                new = _C.dequantize(q)
+                imp = importance.get(name) if importance else None
+                q = _C.quantize(weight, how, imp, options, name=name)
+                new = _C.dequantize(q).to(weight.device)
                 handle.results[name] = q
             else:
                 new = how(name, weight)

@@ -250,7 +250,8 @@ TEST(Plan, TensorTypeLinesMatchExactlyTheirTensor) {
   EXPECT_EQ(n_lines, 1u + 14u + 14u);
   EXPECT_TRUE(covered.count("token_embd.weight"));
   EXPECT_TRUE(covered.count("blk.1.attn_v.weight"));
-  EXPECT_FALSE(covered.count("blk.10.attn_v.weight"));  // not a more-bits layer; blk.1's line must not hit it
+  // blk.10 is not a more-bits layer, and blk.1's line must not hit it.
+  EXPECT_FALSE(covered.count("blk.10.attn_v.weight"));
   EXPECT_EQ(lines.substr(0, lines.find('\n')), "^token_embd\\.weight$=q6_k");
 
   mpq::Plan no_base = p;

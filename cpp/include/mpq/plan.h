@@ -2,6 +2,7 @@
 // A Plan says which storage format every tensor of a model gets. It can be written as JSON, sized
 // against a model's shapes, turned into llama-quantize `--tensor-type` arguments, and built from
 // llama.cpp's own quantization mixes (Q4_K_M, ...) so mpq's plans can be compared with them.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -20,7 +21,7 @@ struct TensorSpec {
 
 struct ModelSpec {
   std::string arch;       // "llama", "qwen2", "qwen3"
-  int64_t n_layer = 0;    // transformer blocks; llama.cpp's ffn_down/up/gate counters run over these
+  int64_t n_layer = 0;    // transformer blocks (the range of llama.cpp's ffn_* layer counters)
   int64_t n_head = 0;     // query heads; n_head / n_head_kv (integer) is llama.cpp's n_gqa
   int64_t n_head_kv = 0;  // key/value heads
   int64_t n_expert = 0;   // MoE experts (0 or 1: dense); 8 switches on llama.cpp's Mixtral rules
@@ -31,8 +32,8 @@ struct ModelSpec {
 };
 
 struct TensorChoice {
-  std::string format;                // lowercase ggml type name: "q4_k", "q6_k", "q8_0", "f16", "f32"
-  std::string expert = "kquant";     // which mpq quantizer produces the format's data
+  std::string format;             // lowercase ggml type name: "q4_k", "q6_k", "q8_0", "f16", ...
+  std::string expert = "kquant";  // which mpq quantizer produces the format's data
   bool operator==(const TensorChoice&) const = default;
 };
 
@@ -52,7 +53,8 @@ class Plan {
   size_t size() const { return entries_.size(); }
   const std::vector<std::pair<std::string, TensorChoice>>& tensors() const { return entries_; }
 
-  // {"version": 1, "name": ..., "base": ..., "tensors": {"<tensor>": {"format": ..., "expert": ...}}}
+  // {"version": 1, "name": ..., "base": ...,
+  //  "tensors": {"<tensor>": {"format": ..., "expert": ...}, ...}}
   std::string to_json() const;
   // Reads what to_json writes (any whitespace, key order free). Throws std::invalid_argument
   // naming the byte offset and the problem for malformed JSON, unknown keys, duplicates or a wrong

@@ -67,7 +67,8 @@ constexpr FtypeInfo kFtypes[] = {
     {"Q5_0", Ftype::kQ5_0, Type::Q5_0, false},       {"Q5_1", Ftype::kQ5_1, Type::Q5_1, false},
     {"Q2_K", Ftype::kQ2_K, Type::Q2_K, true},        {"Q3_K_S", Ftype::kQ3_K_S, Type::Q3_K, true},
     {"Q3_K_M", Ftype::kQ3_K_M, Type::Q3_K, true},    {"Q3_K_L", Ftype::kQ3_K_L, Type::Q3_K, true},
-    {"IQ4_NL", Ftype::kIQ4_NL, Type::IQ4_NL, false}, {"IQ4_XS", Ftype::kIQ4_XS, Type::IQ4_XS, false},
+    {"IQ4_NL", Ftype::kIQ4_NL, Type::IQ4_NL, false},
+    {"IQ4_XS", Ftype::kIQ4_XS, Type::IQ4_XS, false},
     {"Q4_K_S", Ftype::kQ4_K_S, Type::Q4_K, true},    {"Q4_K_M", Ftype::kQ4_K_M, Type::Q4_K, true},
     {"Q5_K_S", Ftype::kQ5_K_S, Type::Q5_K, true},    {"Q5_K_M", Ftype::kQ5_K_M, Type::Q5_K, true},
     {"Q6_K", Ftype::kQ6_K, Type::Q6_K, true},        {"Q8_0", Ftype::kQ8_0, Type::Q8_0, false},
@@ -104,7 +105,9 @@ Role role_of(std::string_view name) {
 }
 
 // Fused QKV and MLA's kv_b carry the values too, so they share attn_v's rules and counter.
-bool is_value_like(Role r) { return r == Role::kAttnV || r == Role::kAttnQkv || r == Role::kAttnKvB; }
+bool is_value_like(Role r) {
+  return r == Role::kAttnV || r == Role::kAttnQkv || r == Role::kAttnKvB;
+}
 
 // The layer a "blk.N." name belongs to, -1 for tensors outside the blocks (the loader's sort key).
 int64_t block_of(std::string_view name) {
@@ -275,7 +278,9 @@ void check_model(const ModelSpec& m) {
   }
   std::unordered_set<std::string> names;
   for (const TensorSpec& t : m.tensors) {
-    if (t.name.empty() || !names.insert(t.name).second) bad("empty or repeated tensor name '" + t.name + "'");
+    if (t.name.empty() || !names.insert(t.name).second) {
+      bad("empty or repeated tensor name '" + t.name + "'");
+    }
     if (t.shape.empty() || t.shape.size() > 4) bad("tensor '" + t.name + "' must have 1 to 4 dims");
     for (int64_t d : t.shape) {
       if (d <= 0) bad("tensor '" + t.name + "' has a non-positive dimension");
@@ -311,7 +316,8 @@ Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model) {
     if (key == f.name && (!l8 || f.k_mix)) info = &f;
   }
   if (info == nullptr) {
-    throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name + "'; known: " + known_names());
+    throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name +
+                                "'; known: " + known_names());
   }
   check_model(model);
 
