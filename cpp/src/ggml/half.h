@@ -31,18 +31,16 @@ inline uint16_t half_from_float(float f) {
 }
 
 inline float float_from_half(uint16_t h) {
+  // Branch-free: all three cases computed, one selected. Only integer operations and an exact
+  // int -> float conversion and power-of-two product with normal operands, so a thread running
+  // with flush-to-zero / denormals-are-zero still decodes half subnormals correctly.
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1Fu;
-  const uint32_t mantissa = h & 0x3FFu;
-  uint32_t bits;
-  if (exponent == 0x1F) {
-    // inf, or NaN: ggml's float arithmetic on the way quiets a signalling NaN (bit 22)
-    bits = 0x7F800000u | (mantissa << 13) | (mantissa ? 0x00400000u : 0u);
-  } else if (exponent != 0) {
-    bits = ((exponent + 112u) << 23) | (mantissa << 13);
-  } else {
-    bits = std::bit_cast<uint32_t>(static_cast<float>(mantissa) * 0x1p-24f);  // exact
-  }
+  const uint32_t em = h & 0x7FFFu;                      // exponent and mantissa
+  const uint32_t normal = (em << 13) + 0x38000000u;     // exponent bias 15 -> 127
+  // inf, or NaN: ggml's float arithmetic on the way quiets a signalling NaN (bit 22)
+  const uint32_t special = (em << 13) | 0x7F800000u | ((em & 0x3FFu) ? 0x00400000u : 0u);
+  const uint32_t subnormal = std::bit_cast<uint32_t>(static_cast<float>(em) * 0x1p-24f);
+  const uint32_t bits = em < 0x400u ? subnormal : em >= 0x7C00u ? special : normal;
   return std::bit_cast<float>(sign | bits);
 }
 

@@ -34,6 +34,34 @@ inline int nearest_value(float x) {
   return x - kValues[hi - 1] < kValues[hi] - x ? hi - 1 : hi;
 }
 
+// The same choice, branch-free, for the hot scale search: all midpoints between neighbouring
+// table entries are multiples of 1/2, so the nearest entry is constant on each [t/2, (t+1)/2).
+// (The float distance comparison above is exact near a midpoint, where it matters; checked
+// against it for every float with |x| < 300.) Valid for |x| < 2^30; the search stays within
+// |x| <= 134.
+constexpr int kBucketLo = -232, kBucketHi = 202;  // floor(2x) at or beyond these: index 0 / 15
+struct BucketTable {
+  float q[kBucketHi - kBucketLo + 1];
+};
+constexpr BucketTable make_bucket_table() {
+  BucketTable t{};
+  for (int b = kBucketLo; b <= kBucketHi; ++b) {
+    int idx = 0;
+    for (int k = 0; k < 15; ++k) idx += (kValues[k] + kValues[k + 1] <= b);  // midpoint <= b / 2
+    t.q[b - kBucketLo] = kValues[idx];
+  }
+  return t;
+}
+constexpr BucketTable kBuckets = make_bucket_table();
+
+inline float nearest_value_fast(float x) {
+  const float x2 = 2 * x;
+  int b = static_cast<int>(x2);
+  b -= x2 < static_cast<float>(b);  // floor
+  b = larger(kBucketLo, smaller(kBucketHi, b));
+  return kBuckets.q[b - kBucketLo];
+}
+
 // One super-block of SUPER values in groups of 32. Writes the fp16 scale, the level nibbles and,
 // for IQ4_XS (SUPER > 32), the 6-bit group scales.
 template <int SUPER>
@@ -49,7 +77,6 @@ void iq4_block(const float* x, const float* qw, uint16_t& dh, uint8_t* q4, uint1
   float max_scale = 0, amax_scale = 0;
   for (int ib = 0; ib < kGroups; ++ib) {
     const float* xb = x + 32 * ib;
-    uint8_t* Lb = L + 32 * ib;
     if (qw) {
       const float* qb = qw + 32 * ib;
       for (int j = 0; j < 32; ++j) weight[j] = qb[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
@@ -68,33 +95,30 @@ void iq4_block(const float* x, const float* qw, uint16_t& dh, uint8_t* q4, uint1
       scales[ib] = 0;  // its levels are set below from a zero scale
       continue;
     }
-    // First guess maps the largest-magnitude value to the table's end, then 15 more scales;
-    // keep the one maximising (sum w q x)^2 / (sum w q^2), with its least-squares d.
-    float d = -max / kValues[0];
-    float id = 1 / d;
-    float sumqx = 0, sumq2 = 0;
+    // Trial 0 maps the largest-magnitude value to the table's end, trials 1..15 use the scales
+    // (v0 + t) / max, t = -7..7; keep the d = (sum w q x) / (sum w q^2) of the trial maximising
+    // (sum w q x)^2 / (sum w q^2). The trials are independent, so their sums are accumulated
+    // side by side (each in ggml's element order) and the choice replayed afterwards. ggml also
+    // stores trial 0's levels, but every path below recomputes them.
+    constexpr int kTrials = 2 * kTries + 2;
+    float id[kTrials];
+    id[0] = 1 / (-max / kValues[0]);
+    for (int t = -kTries; t <= kTries; ++t) id[t + kTries + 1] = (t + kValues[0]) / max;
+    float sumqx[kTrials] = {}, sumq2[kTrials] = {};
     for (int j = 0; j < 32; ++j) {
-      const int l = nearest_value(id * xb[j]);
-      Lb[j] = static_cast<uint8_t>(l);
-      const float q = kValues[l];
-      const float w = weight[j];
-      sumqx += w * q * xb[j];
-      sumq2 += w * q * q;
-    }
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int t = -kTries; t <= kTries; ++t) {
-      id = (t + kValues[0]) / max;
-      sumqx = sumq2 = 0;
-      for (int j = 0; j < 32; ++j) {
-        const float q = kValues[nearest_value(id * xb[j])];
-        const float w = weight[j];
-        sumqx += w * q * xb[j];
-        sumq2 += w * q * q;
+      const float xj = xb[j], w = weight[j];
+      for (int k = 0; k < kTrials; ++k) {
+        const float q = nearest_value_fast(id[k] * xj);
+        sumqx[k] += w * q * xj;
+        sumq2[k] += w * q * q;
       }
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
+    }
+    float d = sumq2[0] > 0 ? sumqx[0] / sumq2[0] : 0.f;
+    float best = d * sumqx[0];
+    for (int k = 1; k < kTrials; ++k) {
+      if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best * sumq2[k]) {
+        d = sumqx[k] / sumq2[k];
+        best = d * sumqx[k];
       }
     }
     scales[ib] = d;

@@ -44,15 +44,21 @@ inline void requantize_symmetric(const float* x, float d, int8_t* L) {
 // ------------------------------------------------------------------------------------- Q2_K
 
 void q2_k_block(const float* x, const float* qw, BlockQ2_K& b) {
-  uint8_t L[QK];
-  float scales[16], mins[16], weight[16];
+  // Groups go through fit_affine transposed: xt[l][j] is value l of group j.
+  float xt[16][16], wt[16][16], scales[16], mins[16];
+  int32_t Lt[16][16];
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) xt[l][j] = x[16 * j + l];
+  }
   if (!qw) {
     // Groups searched with |x| as weights (mean absolute error), then scales and mins each
     // quantized to 4 bits against their maximum.
+    for (int j = 0; j < 16; ++j) {
+      for (int l = 0; l < 16; ++l) wt[l][j] = std::fabs(x[16 * j + l]);
+    }
+    fit_affine<16, 16, 3, true>(xt, wt, Lt, scales, mins, -0.5f, 0.1f, 15);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l) weight[l] = std::fabs(x[16 * j + l]);
-      scales[j] = fit_affine<16, 3, true>(x + 16 * j, weight, L + 16 * j, &mins[j], -0.5f, 0.1f, 15);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -80,17 +86,23 @@ void q2_k_block(const float* x, const float* qw, BlockQ2_K& b) {
     for (int j = 0; j < 16; ++j) {
       const float* xg = x + 16 * j;
       const float* qg = qw + 16 * j;
-      for (int l = 0; l < 16; ++l) weight[l] = qg[l] * std::sqrt(sigma2 + xg[l] * xg[l]);
       sw[j] = 0;
-      for (int l = 0; l < 16; ++l) sw[j] += weight[l];
-      scales[j] = fit_affine<16, 3, false>(xg, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36);
+      for (int l = 0; l < 16; ++l) {
+        wt[l][j] = qg[l] * std::sqrt(sigma2 + xg[l] * xg[l]);
+        sw[j] += wt[l][j];
+      }
     }
+    fit_affine<16, 16, 3, false>(xt, wt, Lt, scales, mins, -0.9f, 0.05f, 36);
     uint8_t Ls[16], Lm[16];
     const float dm = fit_positive<16, 15>(scales, Ls, sw);
     const float mm = fit_positive<16, 15>(mins, Lm, sw);
     b.d = half_from_float(dm);
     b.dmin = half_from_float(mm);
     for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(Ls[j] | (Lm[j] << 4));
+  }
+  uint8_t L[QK];
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<uint8_t>(Lt[l][j]);
   }
   const float d = float_from_half(b.d), dmin = float_from_half(b.dmin);
   for (int j = 0; j < 16; ++j) {
@@ -156,20 +168,29 @@ void q3_k_block(const float* x, const float* qw, BlockQ3_K& b) {
 template <int NMAX>
 void q45_k_block(const float* x, const float* qw, uint16_t& d_out, uint16_t& dmin_out,
                  uint8_t* packed_scales, uint8_t* L) {
-  float scales[8], mins[8], weights[32];
+  // Groups go through fit_affine transposed: xt[l][j] is value l of group j.
+  float xt[32][8], wt[32][8], scales[8], mins[8];
+  int32_t Lt[32][8];
   uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 32; ++l) xt[l][j] = x[32 * j + l];
+  }
   if (!qw) {
     // Per group: weights sqrt(mean x^2) + |x|; then scales and mins quantized against their max.
-    constexpr float rmin = NMAX == 15 ? -1.f : -0.5f;
-    constexpr int nstep = NMAX == 15 ? 20 : 15;
-    float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; ++j) {
       const float* xg = x + 32 * j;
       float sum_x2 = 0;
       for (int l = 0; l < 32; ++l) sum_x2 += xg[l] * xg[l];
       const float av_x = std::sqrt(sum_x2 / 32);
-      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xg[l]);
-      scales[j] = fit_affine<32, NMAX, false>(xg, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+      for (int l = 0; l < 32; ++l) wt[l][j] = av_x + std::fabs(xg[l]);
+    }
+    if constexpr (NMAX == 15) {
+      fit_affine<32, 8, NMAX, false>(xt, wt, Lt, scales, mins, -1.f, 0.1f, 20);
+    } else {
+      fit_affine<32, 8, NMAX, false>(xt, wt, Lt, scales, mins, -0.5f, 0.1f, 15);
+    }
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -187,12 +208,14 @@ void q45_k_block(const float* x, const float* qw, uint16_t& d_out, uint16_t& dmi
     for (int j = 0; j < 8; ++j) {
       const float* xg = x + 32 * j;
       const float* qg = qw + 32 * j;
-      for (int l = 0; l < 32; ++l) weights[l] = qg[l] * std::sqrt(sigma2 + xg[l] * xg[l]);
       float sumw = 0;
-      for (int l = 0; l < 32; ++l) sumw += weights[l];
+      for (int l = 0; l < 32; ++l) {
+        wt[l][j] = qg[l] * std::sqrt(sigma2 + xg[l] * xg[l]);
+        sumw += wt[l][j];
+      }
       sw[j] = sumw;
-      scales[j] = fit_affine<32, NMAX, false>(xg, weights, L + 32 * j, &mins[j], -0.9f, 0.05f, 36);
     }
+    fit_affine<32, 8, NMAX, false>(xt, wt, Lt, scales, mins, -0.9f, 0.05f, 36);
     const float d_block = fit_positive<8, 63>(scales, ls, sw);
     const float m_block = fit_positive<8, 63>(mins, lm, sw);
     if constexpr (NMAX == 31) {  // ggml clamps here for Q5_K only (a level wrapped from a
@@ -203,6 +226,9 @@ void q45_k_block(const float* x, const float* qw, uint16_t& d_out, uint16_t& dmi
     }
     d_out = half_from_float(d_block);
     dmin_out = half_from_float(m_block);
+  }
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 32; ++l) L[32 * j + l] = static_cast<uint8_t>(Lt[l][j]);
   }
   pack_scale_min_k4(ls, lm, packed_scales);
   const float d = float_from_half(d_out), dmin = float_from_half(dmin_out);

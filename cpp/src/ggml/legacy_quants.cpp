@@ -2,6 +2,7 @@
 // importance weights, quantize_row_*_impl with them) and their readers.
 #include <cfloat>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "ggml/ggml_blocks.h"
@@ -45,6 +46,29 @@ inline float row_sigma2(const float* x, int64_t n) {
 
 inline void block_weights(const float* xb, const float* qw, float sigma2, float* weight) {
   for (int j = 0; j < QK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+}
+
+// The weighted Q4_1 / Q5_1 search (ggml make_qkx3_quants per block), 8 blocks at a time through
+// the transposed fit_affine. Writes per block: levels L[32 * b + j], scale d[b], min m[b] (the
+// value of level 0, <= 0). A short tail is padded with all-zero blocks whose results are unused.
+template <int NMAX>
+void fit_affine_blocks(const float* x, const float* qw, float sigma2, int count, uint8_t* L,
+                       float* d, float* m) {
+  float xt[QK][8] = {}, wt[QK][8] = {}, scale[8], neg_min[8];
+  int32_t Lt[QK][8];
+  for (int b = 0; b < count; ++b) {
+    for (int j = 0; j < QK; ++j) {
+      const float v = x[QK * b + j];
+      xt[j][b] = v;
+      wt[j][b] = qw[QK * b + j] * std::sqrt(sigma2 + v * v);
+    }
+  }
+  fit_affine<QK, 8, NMAX, false>(xt, wt, Lt, scale, neg_min, -0.9f, 0.05f, 36);
+  for (int b = 0; b < count; ++b) {
+    d[b] = scale[b];
+    m[b] = -neg_min[b];
+    for (int j = 0; j < QK; ++j) L[QK * b + j] = static_cast<uint8_t>(Lt[j][b]);
+  }
 }
 
 // Splits 32 five-bit levels into nibbles (value j low, j+16 high) and the 5th bits into qh.
@@ -115,16 +139,18 @@ void quantize_q4_1(const float* x, void* dst, int64_t n, const float* qw) {
     return;
   }
   const float sigma2 = row_sigma2(x, n);
-  float weight[QK];
-  uint8_t L[QK];
-  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
-    block_weights(x, qw, sigma2, weight);
-    float neg_min;
-    const float d = fit_affine<QK, 15, false>(x, weight, L, &neg_min, -0.9f, 0.05f, 36);
-    b.d = half_from_float(d);
-    b.m = half_from_float(-neg_min);
-    for (int j = 0; j < QK / 2; ++j) b.qs[j] = static_cast<uint8_t>(L[j] | (L[j + QK / 2] << 4));
-    std::memcpy(out, &b, sizeof b);
+  uint8_t L[8 * QK];
+  float d[8], m[8];
+  for (int64_t ib = 0; ib < nb; ib += 8, x += 8 * QK, qw += 8 * QK) {
+    const int count = static_cast<int>(nb - ib < 8 ? nb - ib : 8);
+    fit_affine_blocks<15>(x, qw, sigma2, count, L, d, m);
+    for (int k = 0; k < count; ++k, out += sizeof b) {
+      b.d = half_from_float(d[k]);
+      b.m = half_from_float(m[k]);
+      const uint8_t* Lk = L + QK * k;
+      for (int j = 0; j < QK / 2; ++j) b.qs[j] = static_cast<uint8_t>(Lk[j] | (Lk[j + QK / 2] << 4));
+      std::memcpy(out, &b, sizeof b);
+    }
   }
 }
 
@@ -178,15 +204,17 @@ void quantize_q5_1(const float* x, void* dst, int64_t n, const float* qw) {
     return;
   }
   const float sigma2 = row_sigma2(x, n);
-  float weight[QK];
-  for (int64_t ib = 0; ib < nb; ++ib, x += QK, qw += QK, out += sizeof b) {
-    block_weights(x, qw, sigma2, weight);
-    float neg_min;
-    const float d = fit_affine<QK, 31, false>(x, weight, L, &neg_min, -0.9f, 0.05f, 36);
-    b.d = half_from_float(d);
-    b.m = half_from_float(-neg_min);
-    pack_5bit(L, b.qs, b.qh);
-    std::memcpy(out, &b, sizeof b);
+  uint8_t L8[8 * QK];
+  float d[8], m[8];
+  for (int64_t ib = 0; ib < nb; ib += 8, x += 8 * QK, qw += 8 * QK) {
+    const int count = static_cast<int>(nb - ib < 8 ? nb - ib : 8);
+    fit_affine_blocks<31>(x, qw, sigma2, count, L8, d, m);
+    for (int k = 0; k < count; ++k, out += sizeof b) {
+      b.d = half_from_float(d[k]);
+      b.m = half_from_float(m[k]);
+      pack_5bit(L8 + QK * k, b.qs, b.qh);
+      std::memcpy(out, &b, sizeof b);
+    }
   }
 }
 
@@ -270,12 +298,15 @@ void dequantize_q5_1(const void* src, float* y, int64_t n) {
 }
 
 void dequantize_q8_0(const void* src, float* y, int64_t n) {
+  // Read in place (the block is just a scale and 32 bytes); copying it out costs as much as
+  // decoding it.
   const auto* in = static_cast<const uint8_t*>(src);
-  BlockQ8_0 b;
-  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof b, y += QK) {
-    std::memcpy(&b, in, sizeof b);
-    const float d = float_from_half(b.d);
-    for (int j = 0; j < QK; ++j) y[j] = b.qs[j] * d;
+  for (int64_t ib = 0; ib < n / QK; ++ib, in += sizeof(BlockQ8_0), y += QK) {
+    uint16_t dh;
+    std::memcpy(&dh, in + offsetof(BlockQ8_0, d), 2);
+    const float d = float_from_half(dh);
+    const auto* qs = reinterpret_cast<const int8_t*>(in + offsetof(BlockQ8_0, qs));
+    for (int j = 0; j < QK; ++j) y[j] = qs[j] * d;
   }
 }
 

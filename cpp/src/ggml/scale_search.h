@@ -135,74 +135,124 @@ float fit_symmetric_descent(const float* x, int8_t* L) {
 }
 
 // ggml make_qkx2_quants / make_qkx3_quants (identical when weights are given, as they always
-// are): affine levels l in [0, NMAX] with x ~ scale * l - neg_min, neg_min >= 0. Starts from the
-// min/max grid, then for nstep + 1 grid scales (rmin + rdelta * is + NMAX) / (max - min) fits
-// scale and min by weighted least squares and keeps the fit with the lowest weighted error
-// (|err| when UseMad, err^2 otherwise). Note ggml measures each later grid from the min of the
-// best fit so far, so the trials depend on each other.
-template <int N, int NMAX, bool UseMad>
-float fit_affine(const float* x, const float* w, uint8_t* L, float* neg_min, float rmin,
-                 float rdelta, int nstep) {
-  float min = x[0], max = x[0];
-  float sum_w = w[0];
-  float sum_x = sum_w * x[0];
+// are), run for G groups at once. For each group: affine levels l in [0, NMAX] with
+// x ~ scale * l - neg_min, neg_min >= 0. Starts from the min/max grid, then for nstep + 1 grid
+// scales (rmin + rdelta * is + NMAX) / (max - min) fits scale and min by weighted least squares
+// and keeps the fit with the lowest weighted error (|err| when UseMad, err^2 otherwise).
+//
+// ggml measures each later grid from the min of the best fit so far, so a group's trials depend
+// on each other and their sums are serial chains of float adds. Groups are independent, though:
+// x, w and L are stored transposed ([value][group]) and every step loops over the groups
+// innermost, so the compiler runs G groups in vector lanes, each lane doing exactly ggml's scalar
+// operations in ggml's order (its branches become per-lane selects). Bit-identical, several
+// times faster. Rather than copying levels on every improvement, each lane remembers the grid
+// (iscale, min) of its best trial and the levels are recomputed from it once at the end (the
+// same float operations, so the same levels). Groups with max == min come out as ggml's early
+// return: L = 0, scale 0.
+//
+// "#pragma GCC unroll 1" keeps the compiler from fully unrolling the short lane loops before
+// vectorising them, which leaves it a scalar, latency-bound mess (measured 3x slower).
+template <int N, int G, int NMAX, bool UseMad>
+void fit_affine(const float (&x)[N][G], const float (&w)[N][G], int32_t (&L)[N][G],
+                float (&scale)[G], float (&neg_min)[G], float rmin, float rdelta, int nstep) {
+  float min[G], max[G], sum_w[G], sum_x[G], iscale[G], best_error[G];
+  float best_iscale[G], best_grid_min[G], start_min[G];
+#pragma GCC unroll 1
+  for (int g = 0; g < G; ++g) {
+    min[g] = max[g] = x[0][g];
+    sum_w[g] = w[0][g];
+    sum_x[g] = sum_w[g] * x[0][g];
+  }
   for (int i = 1; i < N; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) {
+      const float xi = x[i][g];
+      min[g] = xi < min[g] ? xi : min[g];
+      max[g] = xi > max[g] ? xi : max[g];
+      sum_w[g] += w[i][g];
+      sum_x[g] += w[i][g] * xi;
+    }
   }
-  if (min > 0) min = 0;
-  if (max == min) {
-    std::memset(L, 0, N);
-    *neg_min = -min;
-    return 0.f;
+#pragma GCC unroll 1
+  for (int g = 0; g < G; ++g) {
+    min[g] = min[g] > 0 ? 0.f : min[g];
+    start_min[g] = min[g];
+    iscale[g] = NMAX / (max[g] - min[g]);
+    scale[g] = 1 / iscale[g];
+    best_error[g] = 0;
+    best_iscale[g] = iscale[g];
+    best_grid_min[g] = min[g];
   }
-  float iscale = NMAX / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
   for (int i = 0; i < N; ++i) {
-    const int l = round_nearest(iscale * (x[i] - min));
-    L[i] = static_cast<uint8_t>(larger(0, smaller(NMAX, l)));
-    float diff = scale * L[i] + min - x[i];
-    diff = UseMad ? std::fabs(diff) : diff * diff;
-    best_error += w[i] * diff;
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) {
+      const int l = larger(0, smaller(NMAX, round_nearest(iscale[g] * (x[i][g] - min[g]))));
+      float diff = scale[g] * l + min[g] - x[i][g];
+      diff = UseMad ? std::fabs(diff) : diff * diff;
+      best_error[g] += w[i][g] * diff;
+    }
   }
-  uint8_t Laux[N];
+  float Laux[N][G];  // a trial's levels, as floats
   for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + NMAX) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    const float grid = rmin + rdelta * is + NMAX;
+    float sum_l[G] = {}, sum_l2[G] = {}, sum_xl[G] = {};
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) iscale[g] = grid / (max[g] - min[g]);
     for (int i = 0; i < N; ++i) {
-      const int l = larger(0, smaller(NMAX, round_nearest(iscale * (x[i] - min))));
-      Laux[i] = static_cast<uint8_t>(l);
-      sum_l += w[i] * l;
-      sum_l2 += w[i] * l * l;
-      sum_xl += w[i] * l * x[i];
+#pragma GCC unroll 1
+      for (int g = 0; g < G; ++g) {
+        const int l = larger(0, smaller(NMAX, round_nearest(iscale[g] * (x[i][g] - min[g]))));
+        const float fl = static_cast<float>(l);
+        Laux[i][g] = fl;
+        const float wl = w[i][g] * fl;
+        sum_l[g] += wl;
+        sum_l2[g] += wl * fl;
+        sum_xl[g] += wl * x[i][g];
+      }
     }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float error = 0;
-      for (int i = 0; i < N; ++i) {
-        float diff = this_scale * Laux[i] + this_min - x[i];
+    float this_scale[G], this_min[G], error[G] = {};
+    int32_t fitted[G];
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) {
+      const float D = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
+      fitted[g] = D > 0;  // otherwise ggml skips the trial; here its lane's result is ignored
+      const float s = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / D;
+      const float m = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / D;
+      this_scale[g] = m > 0 ? sum_xl[g] / sum_l2[g] : s;
+      this_min[g] = m > 0 ? 0.f : m;
+    }
+    for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 1
+      for (int g = 0; g < G; ++g) {
+        float diff = this_scale[g] * Laux[i][g] + this_min[g] - x[i][g];
         diff = UseMad ? std::fabs(diff) : diff * diff;
-        error += w[i] * diff;
+        error[g] += w[i][g] * diff;
       }
-      if (error < best_error) {
-        std::memcpy(L, Laux, N);
-        best_error = error;
-        scale = this_scale;
-        min = this_min;
-      }
+    }
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) {
+      const bool take = fitted[g] && error[g] < best_error[g];
+      best_error[g] = take ? error[g] : best_error[g];
+      scale[g] = take ? this_scale[g] : scale[g];
+      best_iscale[g] = take ? iscale[g] : best_iscale[g];
+      best_grid_min[g] = take ? min[g] : best_grid_min[g];
+      min[g] = take ? this_min[g] : min[g];
     }
   }
-  *neg_min = -min;
-  return scale;
+  for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 1
+    for (int g = 0; g < G; ++g) {
+      const bool flat = max[g] == start_min[g];
+      const int l = round_nearest(best_iscale[g] * (x[i][g] - best_grid_min[g]));
+      L[i][g] = flat ? 0 : larger(0, smaller(NMAX, l));
+    }
+  }
+#pragma GCC unroll 1
+  for (int g = 0; g < G; ++g) {
+    const bool flat = max[g] == start_min[g];
+    neg_min[g] = flat ? -start_min[g] : -min[g];
+    scale[g] = flat ? 0.f : scale[g];
+  }
 }
 
 // ggml make_qp_quants: levels in [0, NMAX] for the N non-negative values x (a super-block's
