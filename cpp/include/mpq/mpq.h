@@ -3,4 +3,8 @@
 #include <mpq/calibration.h>
 #include <mpq/error.h>
 #include <mpq/format.h>
+#include <mpq/gguf.h>
+#include <mpq/imatrix.h>
+#include <mpq/kquants.h>
+#include <mpq/plan.h>
 #include <mpq/quantizer.h>

@@ -1,33 +1,28 @@
 #pragma once
-// Internal, inline: fp16 / bf16 <-> fp32 conversions (public wrappers in fp16.cpp). Integer-only,
-// so they cannot depend on FPU modes or compiler contraction; checked exhaustively against ggml.
+// Internal, inline: fp16 / bf16 <-> fp32 conversions (public wrappers in fp16.cpp). Bit-identical
+// to ggml for every input (checked exhaustively), and independent of flush-to-zero modes.
 #include <bit>
 #include <cstdint>
 
 namespace mpq::detail::ggml {
 
 inline uint16_t half_from_float(float f) {
+  // Branch-free (it runs per value for F16 rows): every case computed, one selected.
   const uint32_t bits = std::bit_cast<uint32_t>(f);
-  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
   const uint32_t mag = bits & 0x7FFFFFFFu;
-  if (mag > 0x7F800000u) return sign | 0x7E00u;  // NaN: ggml drops the payload
-  if (mag >= 0x477FF000u) return sign | 0x7C00u; // >= 65520 rounds beyond 65504: inf
-  if (mag >= 0x38800000u) {                      // a normal half (>= 2^-14)
-    // Round away the 13 extra mantissa bits (to nearest, ties to even; a carry bumps the
-    // exponent, which is correct), then move the exponent bias from 127 to 15.
-    const uint32_t rounded = mag + 0x0FFFu + ((mag >> 13) & 1u);
-    return sign | static_cast<uint16_t>((rounded - 0x38000000u) >> 13);
-  }
-  if (mag <= 0x33000000u) return sign;  // <= 2^-25: ties to even go to zero
-  // A half subnormal counts units of 2^-24: shift the full 24-bit significand down, round to even.
-  const uint32_t exponent = mag >> 23;  // 102..112
-  const uint32_t significand = (mag & 0x7FFFFFu) | 0x800000u;
-  const uint32_t shift = 126u - exponent;  // 14..24
-  uint32_t q = significand >> shift;
-  const uint32_t rest = significand & ((1u << shift) - 1u);
-  const uint32_t halfway = 1u << (shift - 1u);
-  if (rest > halfway || (rest == halfway && (q & 1u))) ++q;
-  return sign | static_cast<uint16_t>(q);
+  // A normal half (|f| >= 2^-14): round away the 13 extra mantissa bits to nearest even (a carry
+  // correctly bumps the exponent), then move the exponent bias from 127 to 15.
+  const uint32_t normal = (mag + 0x0FFFu + ((mag >> 13) & 1u) - 0x38000000u) >> 13;
+  // Below that, halves count units of 2^-24: adding 0.5 makes the FPU round |f| to that unit
+  // (nearest even), leaving the count in the low mantissa bits. Only normal operands and
+  // results, so flush-to-zero / denormals-are-zero modes cannot change it.
+  const uint32_t subnormal = std::bit_cast<uint32_t>(std::bit_cast<float>(mag) + 0.5f) - 0x3F000000u;
+  const uint32_t h = mag > 0x7F800000u   ? 0x7E00u     // NaN: ggml drops the payload
+                     : mag >= 0x477FF000u ? 0x7C00u    // >= 65520 rounds beyond 65504: inf
+                     : mag < 0x38800000u  ? subnormal
+                                          : normal;
+  return static_cast<uint16_t>(sign | h);
 }
 
 inline float float_from_half(uint16_t h) {

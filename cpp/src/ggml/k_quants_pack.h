@@ -38,19 +38,15 @@ inline int get_q3_k_scale(const uint8_t* scales, int j) {
 }
 
 // Q3_K levels 0..7: the high bit of value j goes to bit j / 32 of hmask[j % 32], the low 2 bits
-// through pack_2bit. Overwrites L with the low bits.
+// through pack_2bit. Overwrites L with the low bits. (Branch-free: the high bit is a coin flip.)
 inline void pack_q3_k_levels(int8_t* L, uint8_t* hmask, uint8_t* qs) {
   std::memset(hmask, 0, 32);
-  int m = 0;
-  uint8_t hm = 1;
-  for (int j = 0; j < 256; ++j) {
-    if (L[j] > 3) {
-      hmask[m] |= hm;
-      L[j] = static_cast<int8_t>(L[j] - 4);
-    }
-    if (++m == 32) {
-      m = 0;
-      hm = static_cast<uint8_t>(hm << 1);
+  for (int bit = 0; bit < 8; ++bit) {
+    for (int m = 0; m < 32; ++m) {
+      const int j = 32 * bit + m;
+      const int high = L[j] > 3;
+      hmask[m] = static_cast<uint8_t>(hmask[m] | (high << bit));
+      L[j] = static_cast<int8_t>(L[j] - 4 * high);
     }
   }
   pack_2bit(L, qs);
@@ -93,23 +89,12 @@ inline void pack_4bit_k(const uint8_t* L, uint8_t* qs) {
 // to bit 2k + 1.
 inline void pack_5bit_k(const uint8_t* L, uint8_t* ql, uint8_t* qh) {
   std::memset(qh, 0, 32);
-  uint8_t m1 = 1, m2 = 2;
-  for (int n = 0; n < 256; n += 64, ql += 32) {
+  for (int k = 0; k < 4; ++k, ql += 32) {
     for (int j = 0; j < 32; ++j) {
-      int l1 = L[n + j];
-      if (l1 > 15) {
-        l1 -= 16;
-        qh[j] |= m1;
-      }
-      int l2 = L[n + j + 32];
-      if (l2 > 15) {
-        l2 -= 16;
-        qh[j] |= m2;
-      }
-      ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
+      const int l1 = L[64 * k + j], l2 = L[64 * k + j + 32];
+      qh[j] = static_cast<uint8_t>(qh[j] | ((l1 >> 4) << (2 * k)) | ((l2 >> 4) << (2 * k + 1)));
+      ql[j] = static_cast<uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
     }
-    m1 = static_cast<uint8_t>(m1 << 2);
-    m2 = static_cast<uint8_t>(m2 << 2);
   }
 }
 

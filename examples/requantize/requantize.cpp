@@ -1,0 +1,131 @@
+// mpq-requantize: llama-quantize's job done by libmpq alone (no Python). Reads an F32/F16/BF16
+// GGUF, quantizes every tensor to the type a plan gives it (a plan JSON file written by
+// mpq.Plan.to_json(), or one of llama.cpp's mixes by name: Q4_K_M, Q6_K...), optionally weighted
+// by an importance matrix (llama-imatrix's GGUF or legacy .dat), and writes the new GGUF.
+//
+//   mpq-requantize IN.gguf OUT.gguf (PLAN.json | FTYPE) [IMATRIX]
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include <mpq/mpq.h>
+
+namespace {
+
+// llama_ftype values for general.file_type, by the plan's base type.
+uint32_t file_type_of(const std::string& base) {
+  static const std::pair<const char*, uint32_t> types[] = {
+      {"f32", 0},  {"f16", 1},  {"q4_0", 2},  {"q4_1", 3},  {"q8_0", 7},  {"q5_0", 8},
+      {"q5_1", 9}, {"q2_k", 10}, {"q3_k", 12}, {"q4_k", 15}, {"q5_k", 17}, {"q6_k", 18},
+      {"iq4_nl", 25}, {"iq4_xs", 30}, {"bf16", 32}};
+  for (const auto& [name, id] : types) {
+    if (base == name) return id;
+  }
+  return 1;
+}
+
+// The model description llama.cpp's mix rules need, from the GGUF's own metadata.
+mpq::ModelSpec model_spec(const mpq::gguf::Reader& in) {
+  mpq::ModelSpec spec;
+  spec.arch = in.get("general.architecture").as_string();
+  spec.n_layer = in.get(spec.arch + ".block_count").as_int();
+  spec.n_head = in.get(spec.arch + ".attention.head_count").as_int();
+  const auto* kv = in.find(spec.arch + ".attention.head_count_kv");
+  spec.n_head_kv = kv ? kv->as_int() : spec.n_head;
+  bool has_output = false;
+  for (const auto& t : in.tensors()) {
+    const auto fmt = mpq::find_format([&] {
+      for (const std::string& name : mpq::list_formats()) {
+        if (mpq::find_format(name).ggml_type == static_cast<int32_t>(t.type)) return name;
+      }
+      return std::string("f32");
+    }());
+    spec.tensors.push_back({t.name, t.shape, fmt.name});
+    has_output |= t.name == "output.weight";
+  }
+  spec.tied_output = !has_output;
+  return spec;
+}
+
+mpq::Plan load_plan(const std::string& arg, const mpq::ModelSpec& spec) {
+  if (arg.size() > 5 && arg.ends_with(".json")) {
+    std::ifstream f(arg);
+    MPQ_CHECK_IO(f.good(), "cannot open plan ", arg);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return mpq::Plan::from_json(ss.str());
+  }
+  return mpq::llama_cpp_mix(arg, spec);
+}
+
+at::Tensor as_float(const mpq::gguf::TensorInfo& t, const std::vector<uint8_t>& raw) {
+  std::vector<int64_t> shape(t.shape.rbegin(), t.shape.rend());
+  at::Tensor bytes = at::from_blob(const_cast<uint8_t*>(raw.data()), {static_cast<int64_t>(raw.size())}, at::kByte);
+  const at::ScalarType st = t.type == 0 ? at::kFloat : t.type == 1 ? at::kHalf : at::kBFloat16;
+  MPQ_CHECK_VALUE(t.type == 0 || t.type == 1 || t.type == 30, "tensor ", t.name,
+                  " is already quantized (type ", t.type, "); requantize from F32/F16/BF16");
+  return bytes.view(st).reshape(shape).to(at::kFloat);
+}
+
+int run(int argc, char** argv) {
+  if (argc < 4 || argc > 5) {
+    std::fprintf(stderr, "usage: %s IN.gguf OUT.gguf (PLAN.json | FTYPE) [IMATRIX]\n", argv[0]);
+    return 2;
+  }
+  const mpq::gguf::Reader in(argv[1]);
+  const mpq::ModelSpec spec = model_spec(in);
+  const mpq::Plan plan = load_plan(argv[3], spec);
+  mpq::Imatrix imatrix;
+  if (argc == 5) imatrix = mpq::Imatrix::load(argv[4]);
+
+  mpq::gguf::Writer out(argv[2], in.alignment());
+  for (const auto& [key, value] : in.metadata()) {
+    if (key == "general.file_type" || key == "general.quantization_version" || key == "general.alignment") continue;
+    out.set(key, value);
+  }
+  out.set("general.file_type", mpq::gguf::Value{file_type_of(plan.base)});
+  out.set("general.quantization_version", mpq::gguf::Value{uint32_t{2}});
+  for (const auto& t : in.tensors()) {
+    MPQ_CHECK_VALUE(plan.contains(t.name), "the plan has no entry for tensor ", t.name);
+    out.add_tensor(t.name, t.shape, static_cast<uint32_t>(mpq::find_format(plan.get(t.name).format).ggml_type));
+  }
+  int64_t done = 0;
+  for (const auto& t : in.tensors()) {
+    const mpq::Format format = mpq::find_format(plan.get(t.name).format);
+    const std::vector<uint8_t> raw = in.read(t.name);
+    at::Tensor data;
+    if (format.ggml_type == static_cast<int32_t>(t.type)) {
+      data = at::from_blob(const_cast<uint8_t*>(raw.data()), {static_cast<int64_t>(raw.size())}, at::kByte).clone();
+    } else {
+      const at::Tensor w = as_float(t, raw).reshape({-1, t.shape[0]});
+      std::optional<at::Tensor> importance;
+      if (imatrix.entries.count(t.name)) {
+        importance = at::tensor(imatrix.importance(t.name), at::kFloat);
+      }
+      data = format.ggml_type == 0 ? w.contiguous() : mpq::quantize_ggml(w, format, importance, t.name);
+    }
+    out.write_tensor(t.name, data.data_ptr(), data.nbytes());
+    std::fprintf(stderr, "\r[%4lld/%4zu] %-40s %s", static_cast<long long>(++done), in.tensors().size(),
+                 t.name.c_str(), format.name.c_str());
+  }
+  out.finish();
+  std::fprintf(stderr, "\nwrote %s: %s, %.4f bits per weight\n", argv[2], plan.name.c_str(), plan.bits_per_weight(spec));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "mpq-requantize: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpq-requantize: %s\n", e.what());
+  }
+  return 1;
+}
