@@ -153,3 +153,26 @@ def test_fuzzed_files_never_crash(tmp_path):
         except ValueError:
             outcomes["rejected"] += 1
     assert outcomes["rejected"] > 0 and outcomes["ok"] > 0, outcomes
+
+
+def test_reader_under_address_sanitizer(tmp_path):
+    """tests/fuzz: 6000 mutants of a real model file opened by the reader compiled with ASan and
+    UBSan; any out-of-bounds access, overflow or leak-free crash fails the run."""
+    import subprocess
+
+    from conftest import REPO
+    from test_cpp import cmake_build
+
+    from mpq import export, model as mm
+    import mpq.data
+
+    seed = tmp_path / "seed.gguf"
+    lm = mm.load_model(mpq.data.stories260k_path(), tokenizer=mpq.data.default_tokenizer_path())
+    export.export_gguf(lm, seed, {"token_embd.weight": "q8_0", "blk.0.attn_q.weight": "q4_0"}, progress=False)
+    build = REPO / "build" / "fuzz"
+    cmake_build(REPO / "tests" / "fuzz", build)
+    r = subprocess.run([str(build / "gguf_fuzz"), str(seed), "6000", str(tmp_path)], capture_output=True,
+                       text=True, timeout=1200, env={"ASAN_OPTIONS": "detect_leaks=0", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    counts = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
+    assert counts["iterations"] == 6000 and counts["rejected"] > 1000 and counts["loaded"] > 100, counts
