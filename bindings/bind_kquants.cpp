@@ -1,6 +1,9 @@
+#include <mpq/error.h>
 #include <mpq/kquants.h>
 
 #include "bind.h"
+// Internal (libmpq's private headers are not on the bindings' include path).
+#include "../cpp/src/quant/ggml_dequant_device.h"
 
 namespace mpq::bindings {
 
@@ -35,6 +38,18 @@ Returns:
       },
       py::arg("blocks"), py::arg("format"), py::arg("n_per_row"),
       "Dequantizes ggml blocks [rows, row_bytes] to float32 [rows, n_per_row].");
+  m.def(
+      "_dequantize_ggml_device",
+      [](const at::Tensor& blocks, const std::string& format, int64_t n_per_row) {
+        const Format f = find_format(format);
+        MPQ_CHECK_VALUE(f.family == FormatFamily::kGgml, "blocks: ", f.name,
+                        " is not a llama.cpp (ggml) format");
+        py::gil_scoped_release release;
+        return detail::dequantize_ggml_device(blocks, static_cast<detail::ggml::Type>(f.ggml_type),
+                                              n_per_row);
+      },
+      py::arg("blocks"), py::arg("format"), py::arg("n_per_row"),
+      "Private: dequantize_ggml through the device-generic ATen-op reader, on any device (CPU too).");
   m.def(
       "ggml_fallback",
       [](const std::string& format, int64_t n_per_row) { return ggml_fallback(find_format(format), n_per_row); },

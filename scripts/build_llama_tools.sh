@@ -19,6 +19,8 @@ fi
 src="$OUT/src/llama_cpp_python-$version/vendor/llama.cpp"
 cmake -S "$src" -B "$OUT/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON \
-  -DBUILD_SHARED_LIBS=OFF -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$PWD/$OUT/bin" > "$OUT/configure.log"
+  -DBUILD_SHARED_LIBS=OFF > "$OUT/configure.log"
 cmake --build "$OUT/cmake" --target llama-quantize llama-imatrix llama-perplexity -j "$(nproc)" > "$OUT/build.log"
+mkdir -p "$OUT/bin"
+cp "$OUT"/cmake/bin/llama-{quantize,imatrix,perplexity} "$OUT/bin/"
 echo "llama.cpp tools $version: $(ls "$OUT/bin")"

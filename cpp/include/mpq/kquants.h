@@ -1,7 +1,8 @@
 #pragma once
 // llama.cpp's block formats (Q8_0, Q4_0/1, Q5_0/1, Q2_K..Q6_K, IQ4_NL, IQ4_XS) quantized byte for
 // byte as ggml does, with importance weights (an imatrix: ggml's *_impl routines) or without
-// (the *_ref routines). CPU kernels, threaded over rows.
+// (the *_ref routines). CPU kernels, threaded over rows; dequantization also runs on the blocks'
+// device (ATen ops, bit-identical with the CPU kernels).
 #include <optional>
 #include <string_view>
 
@@ -19,7 +20,9 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
                          const std::optional<at::Tensor>& importance = std::nullopt,
                          std::string_view name = "weight");
 
-// Dequantizes blocks [rows, row_bytes] of `format` to float32 [rows, n_per_row] (CPU).
+// Dequantizes blocks [rows, row_bytes] of `format` to float32 [rows, n_per_row] on the blocks'
+// device: the CPU row kernels for CPU blocks, ATen tensor ops elsewhere (CUDA, MPS, ...), which
+// give bit-identical results.
 at::Tensor dequantize_ggml(const at::Tensor& blocks, const Format& format, int64_t n_per_row);
 
 // The format llama-quantize uses instead of `format` for rows of n_per_row weights: the format

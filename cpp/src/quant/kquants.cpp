@@ -1,5 +1,6 @@
 // The ATen face of the ggml block formats: argument checks, then the torch-free row kernels of
-// cpp/src/ggml, one row per task on ATen's thread pool.
+// cpp/src/ggml, one row per task on ATen's thread pool; blocks on an accelerator are read there by
+// the bit-identical ATen-op reader (ggml_dequant_device.cpp).
 #include <mpq/kquants.h>
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include "core/checks.h"
 #include "ggml/ggml_quants.h"
 #include "ggml/ggml_types.h"
+#include "quant/ggml_dequant_device.h"
 
 namespace mpq {
 namespace {
@@ -73,7 +75,9 @@ at::Tensor dequantize_ggml(const at::Tensor& blocks, const Format& format, int64
   MPQ_CHECK_VALUE(blocks.dim() == 2 && blocks.size(1) == row_bytes, "dequantize_ggml: ", format.name,
                   " rows of ", n_per_row, " weights take ", row_bytes, " bytes; got ",
                   detail::describe(blocks));
-  const at::Tensor b = blocks.to(at::kCPU).contiguous();
+  // Off the CPU: read on the blocks' own device with ATen ops (bit-identical to the row kernels).
+  if (!blocks.device().is_cpu()) return detail::dequantize_ggml_device(blocks, type, n_per_row);
+  const at::Tensor b = blocks.contiguous();
   const int64_t rows = b.size(0);
   at::Tensor out = at::empty({rows, n_per_row}, at::TensorOptions().dtype(at::kFloat));
   const uint8_t* src = b.data_ptr<uint8_t>();
