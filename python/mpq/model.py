@@ -74,8 +74,8 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
     Args:
         path: a Hugging Face model directory (Llama, Qwen2 or Qwen3 architecture), a GGUF file
             (dequantized), a llama2.c checkpoint (.bin), or None for the default model.
-        tokenizer: the llama2.c tokenizer for a .bin checkpoint (default: tok512.bin, or
-            tokenizer.bin beside the checkpoint).
+        tokenizer: the llama2.c tokenizer for a .bin checkpoint (default: tokenizer.bin or
+            tok<vocab>.bin beside the checkpoint).
         device: where the model goes.
         dtype: parameter dtype.
 
@@ -106,7 +106,11 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
     elif os.path.isfile(path):
         model = llama2c.load_llama2c(path, dtype=dtype)
         if tokenizer is None:
-            tokenizer = os.path.join(os.path.dirname(path), "tokenizer.bin")
+            # llama2.c's convention is tokenizer.bin; stories260K ships its own tok512.bin.
+            here = os.path.dirname(path)
+            found = [p for p in ("tokenizer.bin", f"tok{model.config.vocab_size}.bin")
+                     if os.path.isfile(os.path.join(here, p))]
+            tokenizer = os.path.join(here, found[0] if found else "tokenizer.bin")
         if not os.path.isfile(tokenizer):
             raise ValueError(f"{path}: a llama2.c checkpoint needs its tokenizer; {tokenizer} "
                              "does not exist (pass tokenizer=...)")

@@ -1,7 +1,8 @@
 #pragma once
 // Internal: the byte layouts of ggml's blocks (ggml-common.h), shared constants, and the per-type
 // row kernels the dispatcher in ggml_quants.cpp calls. Kernels build each block in a local struct
-// and memcpy it out (and memcpy blocks in when reading), so callers' buffers need no alignment.
+// and memcpy it out (readers memcpy blocks in, or read bytes in place), so callers' buffers need
+// no alignment.
 #include <cstddef>
 #include <cstdint>
 
