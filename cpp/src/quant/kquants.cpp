@@ -6,6 +6,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <atomic>
+#include <cstring>
+
 #include <mpq/error.h>
 
 #include "core/checks.h"
@@ -27,6 +30,19 @@ g::Type ggml_type_of(const Format& format, std::string_view name) {
 // Rows per task: enough work per task to amortise scheduling (~64K weights).
 int64_t grain(int64_t n_per_row) { return std::max<int64_t>(1, (int64_t{1} << 16) / n_per_row); }
 
+// True when no value is NaN or Inf (exponent bits all ones). Checked row by row inside the
+// quantization loop, while the row is in cache: a separate pass over the tensor would cost as
+// much as quantizing it to the fast formats.
+bool row_is_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, 4);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
 }  // namespace
 
 at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
@@ -38,7 +54,6 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
   MPQ_CHECK_VALUE(n % info.block_size == 0, name, ": rows of ", n, " weights are not a multiple of ",
                   format.name, "'s block of ", info.block_size, " (llama-quantize would use ",
                   ggml_fallback(format, n).name, ")");
-  detail::check_finite(weight, name);
   const at::Tensor w = weight.to(at::kCPU, at::kFloat).contiguous();
 
   at::Tensor imp;
@@ -57,9 +72,18 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
   const float* src = w.data_ptr<float>();
   const float* qw = imp.defined() ? imp.data_ptr<float>() : nullptr;
   uint8_t* dst = out.data_ptr<uint8_t>();
+  std::atomic<int64_t> bad_row{-1};
   at::parallel_for(0, rows, grain(n), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) g::quantize_row(type, src + r * n, dst + r * row_bytes, n, qw);
+    for (int64_t r = begin; r < end; ++r) {
+      if (!row_is_finite(src + r * n, n)) {
+        bad_row = r;
+        return;
+      }
+      g::quantize_row(type, src + r * n, dst + r * row_bytes, n, qw);
+    }
   });
+  MPQ_CHECK_VALUE(bad_row < 0, name, ": row ", bad_row.load(), " contains NaN/Inf (",
+                  detail::describe(weight), "); quantization needs finite values");
   return out;
 }
 
