@@ -22,10 +22,10 @@ void bind_quantizer(py::module_& m) {
 
   py::class_<QuantizedTensor>(m, "QuantizedTensor",
                               "A packed quantized 2-D weight: codes, fp16 scales, zero points.")
-      .def(py::init([](std::string format, at::Tensor codes, at::Tensor scales,
+      .def(py::init([](std::string format, at::Tensor codes, std::optional<at::Tensor> scales,
                        std::optional<at::Tensor> zeros, int64_t rows, int64_t cols,
                        at::ScalarType dtype) {
-             QuantizedTensor q{std::move(format), std::move(codes), std::move(scales),
+             QuantizedTensor q{std::move(format), std::move(codes), scales.value_or(at::Tensor()),
                                zeros.value_or(at::Tensor()), rows, cols, dtype};
              q.validate();
              return q;
@@ -34,7 +34,11 @@ void bind_quantizer(py::module_& m) {
            py::arg("rows"), py::arg("cols"), py::arg("dtype") = at::kFloat)
       .def_readonly("format", &QuantizedTensor::format)
       .def_readonly("codes", &QuantizedTensor::codes)
-      .def_readonly("scales", &QuantizedTensor::scales)
+      .def_property_readonly("scales",
+                             [](const QuantizedTensor& q) -> std::optional<at::Tensor> {
+                               if (!q.scales.defined()) return std::nullopt;
+                               return q.scales;
+                             })
       .def_property_readonly("zeros",
                              [](const QuantizedTensor& q) -> std::optional<at::Tensor> {
                                if (!q.zeros.defined()) return std::nullopt;

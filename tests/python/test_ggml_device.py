@@ -29,27 +29,36 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(torch.int32)
 
 
-def assert_bit_identical(got: torch.Tensor, ref: torch.Tensor, what: str):
+def assert_bit_identical(got: torch.Tensor, ref: torch.Tensor, what: str, strict_nan: bool = True):
+    """Every float32 bit pattern equal. With strict_nan=False, NaNs need only sit at the same
+    places: a NaN made by the arithmetic (inf * 0, from a scale that overflowed fp16) is 0xFFC00000
+    on x86 but 0x7FFFFFFF on CUDA, whatever the operation order."""
     assert got.dtype == torch.float32 and got.shape == ref.shape, (what, got.dtype, got.shape)
     got, ref = got.cpu(), ref.cpu()
     diff = bits(got) != bits(ref)
+    if not strict_nan:
+        diff &= ~(torch.isnan(got) & torch.isnan(ref))
     if diff.any():
         r, c = torch.nonzero(diff)[0].tolist()
         pytest.fail(f"{what}: {int(diff.sum())} values differ, first at [{r}, {c}]: "
-                    f"{got[r, c].item()!r} vs row kernel {ref[r, c].item()!r}")
+                    f"{got[r, c].item()!r} ({bits(got)[r, c].item() & 0xFFFFFFFF:#010x}) vs row "
+                    f"kernel {ref[r, c].item()!r} ({bits(ref)[r, c].item() & 0xFFFFFFFF:#010x})")
 
 
 def matrices(seed: int):
-    """Normal, heavy-tailed with outliers, and rows of zeros (with some all-zero rows)."""
+    """Normal; heavy-tailed with outliers, within fp16's range, and beyond it (blocks whose fp16
+    scales overflow to inf, so that some values come out inf or NaN); rows of zeros (with some
+    all-zero rows)."""
     g = torch.Generator().manual_seed(seed)
     normal = torch.randn(8, 512, generator=g)
     heavy = torch.distributions.StudentT(2.0).sample((8, 512)) ** 3
     heavy[0, 7], heavy[3, 100] = 1e4, -3e3
+    heavy_in_range = heavy.clamp(-3e4, 3e4)
     zeros = torch.randn(6, 256, generator=g) * 0.01
     zeros[1] = 0
     zeros[4] = 0
     zeros[5, :128] = 0
-    return {"normal": normal, "heavy": heavy.float(), "zero_rows": zeros}
+    return {"normal": normal, "heavy": heavy_in_range, "heavy_overflowing": heavy, "zero_rows": zeros}
 
 
 def importance(n: int, seed: int) -> torch.Tensor:
@@ -136,10 +145,11 @@ def test_blocks_on_a_device_dequantize_there_bit_identically(device, fmt):
         on_dev = blocks.to(device)
         got = mpq.dequantize_ggml(on_dev, fmt, n)
         assert got.device.type == device
-        assert_bit_identical(got, ref, f"{fmt} {kind} via dequantize_ggml on {device}")
+        strict = device == "cpu" or kind != "heavy_overflowing"
+        assert_bit_identical(got, ref, f"{fmt} {kind} via dequantize_ggml on {device}", strict)
         got = _C._dequantize_ggml_device(on_dev, fmt, n)
         assert got.device.type == device
-        assert_bit_identical(got, ref, f"{fmt} {kind} via the ATen reader on {device}")
+        assert_bit_identical(got, ref, f"{fmt} {kind} via the ATen reader on {device}", strict)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -147,10 +157,7 @@ def test_quantized_tensor_with_codes_on_a_device_dequantizes_there(device, dtype
     w = torch.randn(16, 512).to(dtype)
     q = mpq.quantize_tensor(w, "q4_k")
     ref = mpq.dequantize(q)
-    try:
-        moved = mpq.QuantizedTensor(q.format, q.codes.to(device), None, None, q.rows, q.cols, q.dtype)
-    except TypeError as e:  # the binding's scales argument is a plain Tensor, not Optional
-        pytest.skip(f"mpq.QuantizedTensor rejects scales=None for ggml formats: {e}".splitlines()[0])
+    moved = mpq.QuantizedTensor(q.format, q.codes.to(device), None, None, q.rows, q.cols, q.dtype)
     got = mpq.dequantize(moved)
     assert got.device.type == device and got.dtype == dtype and got.shape == (16, 512)
     assert torch.equal(got.cpu().view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
