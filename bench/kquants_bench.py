@@ -94,6 +94,11 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"cpu_count": max_threads, "reps": args.reps, "rows": rows}, f, indent=1)
+    print("\n| shape | type | imatrix | threads | mpq MB/s | ggml MB/s | mpq/ggml |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['shape']} | {r['type']} | {'yes' if r['imatrix'] else 'no'} | {r['threads']} | "
+              f"{r['mpq_mb_s']:.0f} | {r['ggml_mb_s']:.0f} | {r['ratio']:.2f} |")
 
 
 if __name__ == "__main__":
