@@ -83,14 +83,8 @@ void iq4_block(const float* x, const float* qw, uint16_t& dh, uint8_t* q4, uint1
     } else {
       for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
     }
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j) {
-      const float ax = std::fabs(xb[j]);
-      if (ax > amax) {
-        amax = ax;
-        max = xb[j];
-      }
-    }
+    float amax;
+    const float max = signed_absmax(xb, 32, &amax);
     if (amax < kGroupEps) {
       scales[ib] = 0;  // its levels are set below from a zero scale
       continue;

@@ -15,18 +15,6 @@ namespace {
 
 constexpr int QK = kBlock32;
 
-// The value of largest magnitude, with its sign (the first one on ties).
-inline float signed_absmax(const float* x) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < QK; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  return max;
-}
-
 inline void min_max(const float* x, float& min, float& max) {
   min = FLT_MAX;
   max = -FLT_MAX;
@@ -94,7 +82,7 @@ void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw) {
   if (!qw) {
     for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
       // Scale so that the largest-magnitude value maps exactly to level -8 (the extra level).
-      const float d = signed_absmax(x) / -8;
+      const float d = signed_absmax(x, QK) / -8;
       const float id = d ? 1.0f / d : 0.0f;
       b.d = half_from_float(d);
       for (int j = 0; j < QK / 2; ++j) {
@@ -161,7 +149,7 @@ void quantize_q5_0(const float* x, void* dst, int64_t n, const float* qw) {
   if (!qw) {
     uint8_t L[QK];
     for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
-      const float d = signed_absmax(x) / -16;
+      const float d = signed_absmax(x, QK) / -16;
       const float id = d ? 1.0f / d : 0.0f;
       b.d = half_from_float(d);
       for (int j = 0; j < QK; ++j) {

@@ -12,6 +12,21 @@ namespace mpq::detail::ggml {
 // Groups whose largest |x| is below this are stored as all-zero.
 inline constexpr float kGroupEps = 1e-15f;
 
+// The value of largest magnitude in x[0..n), with its sign (the first one on ties); its magnitude
+// goes to *amax when asked for.
+inline float signed_absmax(const float* x, int n, float* amax = nullptr) {
+  float a = 0.0f, max = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > a) {
+      a = ax;
+      max = x[i];
+    }
+  }
+  if (amax) *amax = a;
+  return max;
+}
+
 // Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 makes the FPU round v to an
 // integer in the low mantissa bits. Out of that range it wraps exactly as ggml's nearest_int.
 inline int round_nearest(float v) {
@@ -35,14 +50,8 @@ constexpr T smaller(T a, T b) { return a < b ? a : b; }
 // sequential choice between them is then replayed exactly as ggml makes it.
 template <int N, int NMAX>
 float fit_symmetric(const float* x, const float* qw, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < N; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  float amax;
+  const float max = signed_absmax(x, N, &amax);
   if (amax < kGroupEps) {
     std::memset(L, 0, N);
     return 0.f;
@@ -86,14 +95,8 @@ float fit_symmetric(const float* x, const float* qw, int8_t* L) {
 // level at a time when that improves (sum w x l)^2 / (sum w l^2). Writes l + NMAX, returns scale.
 template <int N, int NMAX>
 float fit_symmetric_descent(const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < N; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  float amax;
+  const float max = signed_absmax(x, N, &amax);
   if (amax < kGroupEps) {
     std::memset(L, 0, N);
     return 0.f;
