@@ -12,4 +12,5 @@ void bind_calibration(py::module_& m);
 void bind_kquants(py::module_& m);
 void bind_gguf(py::module_& m);
 void bind_plan(py::module_& m);
+void bind_expert(py::module_& m);
 }  // namespace mpq::bindings

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_C, m) {
   mpq::bindings::bind_kquants(m);
   mpq::bindings::bind_gguf(m);
   mpq::bindings::bind_plan(m);
+  mpq::bindings::bind_expert(m);
 }

@@ -125,7 +125,7 @@ def test_bad_input_is_reported():
         mpq.quantize_ggml(torch.zeros(0, 256), "q4_k")
     with pytest.raises(ValueError, match="not a llama.cpp"):
         mpq.quantize_ggml(w, "int4_g32")
-    with pytest.raises(ValueError, match="importance weights apply to the ggml formats"):
-        mpq.quantize_tensor(w, "int4_g32", torch.ones(256))
+    with pytest.raises(ValueError, match="importance.*256"):
+        mpq.quantize_tensor(w, "int4_g32", torch.ones(255))
     with pytest.raises(ValueError, match="take 144 bytes"):
         mpq.dequantize_ggml(torch.zeros(2, 143, dtype=torch.uint8), "q4_k", 256)

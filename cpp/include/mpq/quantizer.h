@@ -48,16 +48,18 @@ struct RtnOptions {
 };
 
 // Quantizes a floating-point weight [rows, cols] to any registered format: integer formats by
-// RTN (`options`), ggml formats as llama.cpp does, weighted by `importance` [cols] when given.
-// Importance weights are for ggml formats only (ValueError otherwise).
+// RTN (`options`), ggml formats as llama.cpp does, weighted by `importance` [cols] when given
+// (integer formats: it weights the error of the clipping search; it has no effect without it).
 QuantizedTensor quantize(const at::Tensor& weight, const Format& format,
                          const std::optional<at::Tensor>& importance = std::nullopt,
                          const RtnOptions& options = {}, std::string_view name = "weight");
 
 // Quantizes a floating-point weight [rows, cols] (fp32/fp16/bf16/fp64, any device) to an integer
-// format. `name` is the tensor's name in error messages.
+// format. `name` is the tensor's name in error messages. `importance` [cols] (finite, >= 0)
+// weights each column's error in the options.mse_clip search.
 QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
-                             const RtnOptions& options = {}, std::string_view name = "weight");
+                             const RtnOptions& options = {}, std::string_view name = "weight",
+                             const std::optional<at::Tensor>& importance = std::nullopt);
 
 // Dequantizes to `dtype` (default: the dtype of the original weight) on the codes' device (ggml
 // formats: on the CPU).

@@ -29,4 +29,15 @@ void check_finite(const at::Tensor& t, std::string_view name) {
                   " (", describe(t), "); quantization needs finite values");
 }
 
+at::Tensor checked_importance(const at::Tensor& importance, int64_t n, std::string_view name) {
+  const std::string what = std::string(name) + " importance";
+  check_floating(importance, what, 1);
+  MPQ_CHECK_VALUE(importance.size(0) == n, what, ": ", importance.size(0), " weights for rows of ",
+                  n);
+  check_finite(importance, what);
+  at::Tensor imp = importance.to(at::kFloat);
+  MPQ_CHECK_VALUE(imp.min().item<float>() >= 0.0f, what, ": importance weights must be >= 0");
+  return imp;
+}
+
 }  // namespace mpq::detail

@@ -16,4 +16,8 @@ void check_floating(const at::Tensor& t, std::string_view name, int64_t dims);
 // No NaN or Inf anywhere in t (one reduction; synchronises on accelerators).
 void check_finite(const at::Tensor& t, std::string_view name);
 
+// Importance weights for rows of n weights: float [n], finite and >= 0. Returns them as float32
+// on their device; `name` is the weight's name.
+at::Tensor checked_importance(const at::Tensor& importance, int64_t n, std::string_view name);
+
 }  // namespace mpq::detail

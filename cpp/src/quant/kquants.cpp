@@ -58,13 +58,7 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
 
   at::Tensor imp;
   if (importance && importance->defined()) {
-    const std::string what = std::string(name) + " importance";
-    detail::check_floating(*importance, what, 1);
-    MPQ_CHECK_VALUE(importance->size(0) == n, what, ": ", importance->size(0),
-                    " weights for rows of ", n);
-    detail::check_finite(*importance, what);
-    imp = importance->to(at::kCPU, at::kFloat).contiguous();
-    MPQ_CHECK_VALUE(imp.min().item<float>() >= 0.0f, what, ": importance weights must be >= 0");
+    imp = detail::checked_importance(*importance, n, name).to(at::kCPU).contiguous();
   }
 
   const int64_t row_bytes = static_cast<int64_t>(g::row_size(type, n));

@@ -12,17 +12,14 @@
 #include <mpq/kquants.h>
 
 #include "core/checks.h"
+#include "quant/groups.h"
 
 namespace mpq {
+namespace detail {
 namespace {
 
 // Smallest positive fp16 (subnormal): scales that round below it would divide by zero.
 constexpr double kMinScale = 5.960464477539063e-08;
-
-struct GroupParams {
-  at::Tensor scale;  // float32 [rows, groups], exactly representable in fp16
-  at::Tensor zero;   // float32 [rows, groups], integer-valued
-};
 
 // Scale and zero point per group from the group's range [lo, hi] (both [rows, groups]).
 GroupParams params_from_range(const at::Tensor& lo, const at::Tensor& hi, const Format& f) {
@@ -46,8 +43,9 @@ GroupParams params_from_range(const at::Tensor& lo, const at::Tensor& hi, const 
   return p;
 }
 
-// Codes (float, integer-valued) for w grouped as [rows, groups, g].
-at::Tensor codes_for(const at::Tensor& wg, const GroupParams& p, const Format& f) {
+}  // namespace
+
+at::Tensor group_codes(const at::Tensor& wg, const GroupParams& p, const Format& f) {
   const double maxq = (1 << f.bits) - 1;
   return at::round(wg.div(p.scale.unsqueeze(-1))).add(p.zero.unsqueeze(-1)).clamp(0, maxq);
 }
@@ -56,6 +54,31 @@ at::Tensor dequantize_groups(const at::Tensor& q, const GroupParams& p) {
   return q.sub(p.zero.unsqueeze(-1)).mul(p.scale.unsqueeze(-1));
 }
 
+GroupParams fit_groups(const at::Tensor& wg, const Format& format, const RtnOptions& options,
+                       const std::optional<at::Tensor>& importance) {
+  at::Tensor lo = std::get<0>(wg.min(-1)), hi = std::get<0>(wg.max(-1));
+  GroupParams best = params_from_range(lo, hi, format);
+  if (!options.mse_clip) return best;
+  at::Tensor best_err = at::full_like(lo, INFINITY);
+  const int steps = static_cast<int>(options.max_shrink * options.grid);
+  for (int i = 0; i <= steps; ++i) {
+    const double ratio = 1.0 - static_cast<double>(i) / options.grid;
+    GroupParams p = params_from_range(lo * ratio, hi * ratio, format);
+    at::Tensor err = dequantize_groups(group_codes(wg, p, format), p).sub(wg).abs_().pow_(options.norm);
+    if (importance) err.mul_(*importance);
+    err = err.sum(-1);
+    at::Tensor better = err < best_err;
+    best_err = at::where(better, err, best_err);
+    best.scale = at::where(better, p.scale, best.scale);
+    best.zero = at::where(better, p.zero, best.zero);
+  }
+  return best;
+}
+
+}  // namespace detail
+
+namespace {
+using detail::GroupParams;
 }  // namespace
 
 void RtnOptions::validate() const {
@@ -122,9 +145,7 @@ QuantizedTensor quantize(const at::Tensor& weight, const Format& format,
                          const std::optional<at::Tensor>& importance, const RtnOptions& options,
                          std::string_view name) {
   if (format.family == FormatFamily::kInteger) {
-    MPQ_CHECK_VALUE(!importance || !importance->defined(), name,
-                    ": importance weights apply to the ggml formats, not to ", format.name);
-    return quantize_rtn(weight, format, options, name);
+    return quantize_rtn(weight, format, options, name, importance);
   }
   QuantizedTensor q;
   q.codes = quantize_ggml(weight, format, importance, name);
@@ -136,7 +157,8 @@ QuantizedTensor quantize(const at::Tensor& weight, const Format& format,
 }
 
 QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
-                             const RtnOptions& options, std::string_view name) {
+                             const RtnOptions& options, std::string_view name,
+                             const std::optional<at::Tensor>& importance) {
   detail::check_floating(weight, name, 2);
   format.validate();
   options.validate();
@@ -150,30 +172,20 @@ QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
   // Zero padding of a short last group is harmless: every range contains 0, which is exact.
   at::Tensor wg = at::constant_pad_nd(weight.to(at::kFloat), {0, groups * g - cols}, 0)
                       .reshape({rows, groups, g});
-  at::Tensor lo = std::get<0>(wg.min(-1)), hi = std::get<0>(wg.max(-1));
-
-  GroupParams best = params_from_range(lo, hi, format);
-  if (options.mse_clip) {
-    at::Tensor best_err = at::full_like(lo, INFINITY);
-    const int steps = static_cast<int>(options.max_shrink * options.grid);
-    for (int i = 0; i <= steps; ++i) {
-      const double ratio = 1.0 - static_cast<double>(i) / options.grid;
-      GroupParams p = params_from_range(lo * ratio, hi * ratio, format);
-      at::Tensor err = dequantize_groups(codes_for(wg, p, format), p)
-                           .sub(wg).abs_().pow_(options.norm).sum(-1);
-      at::Tensor better = err < best_err;
-      best_err = at::where(better, err, best_err);
-      best.scale = at::where(better, p.scale, best.scale);
-      best.zero = at::where(better, p.zero, best.zero);
-    }
+  std::optional<at::Tensor> imp;
+  if (importance && importance->defined()) {
+    imp = at::constant_pad_nd(detail::checked_importance(*importance, cols, name), {0, groups * g - cols}, 0)
+              .to(wg.device())
+              .reshape({groups, g});
   }
+  const GroupParams best = detail::fit_groups(wg, format, options, imp);
 
   QuantizedTensor q;
   q.format = format.name;
   q.rows = rows;
   q.cols = cols;
   q.dtype = weight.scalar_type();
-  at::Tensor codes = codes_for(wg, best, format).reshape({rows, groups * g}).narrow(1, 0, cols);
+  at::Tensor codes = detail::group_codes(wg, best, format).reshape({rows, groups * g}).narrow(1, 0, cols);
   q.codes = pack_codes(codes.to(at::kByte), format.bits);
   q.scales = best.scale.to(at::kHalf);
   if (!format.symmetric) q.zeros = best.zero.to(at::kByte);
@@ -196,7 +208,7 @@ at::Tensor dequantize(const QuantizedTensor& q, std::optional<at::ScalarType> dt
   GroupParams p;
   p.scale = q.scales.to(at::kFloat);
   p.zero = f.symmetric ? at::full_like(p.scale, 1 << (f.bits - 1)) : q.zeros.to(at::kFloat);
-  return dequantize_groups(codes, p)
+  return detail::dequantize_groups(codes, p)
       .reshape({q.rows, groups * g})
       .narrow(1, 0, q.cols)
       .to(dtype.value_or(q.dtype))

@@ -1,0 +1,266 @@
+// GPTQ's column loop (IST-DASLab/gptq, gptq.py) over any format's grid (gptq_groups.h).
+//
+// Within a block of columns every row is independent: row r's rounding errors only update row r.
+// The CPU path therefore runs the whole block per row on ATen's thread pool; other devices run it
+// column by column in ATen ops. Between blocks, the pending updates of the remaining columns are
+// one matrix product (the lazy batch update).
+#include <mpq/gptq.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <mpq/error.h>
+#include <mpq/kquants.h>
+
+#include "core/checks.h"
+#include "experts/expert_util.h"
+#include "experts/gptq_groups.h"
+
+namespace mpq {
+namespace {
+
+using detail::GptqGroups;
+namespace ggml = detail::ggml;
+
+// Quantizes columns [a, b) of a block w1 [rows, bw] (CPU, contiguous), updating columns >= a of
+// each row; writes errors err1 and codes1 [rows, bw].
+void block_cpu(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1,
+               const at::Tensor& offset1, at::Tensor& err1, at::Tensor& codes1, int64_t a,
+               int64_t b, const GptqGroups& groups) {
+  const int64_t rows = w1.size(0), bw = w1.size(1);
+  float* w = w1.data_ptr<float>();
+  const float* h = hinv1.data_ptr<float>();
+  const float* sc = scale1.data_ptr<float>();
+  const float* off = offset1.data_ptr<float>();
+  float* err = err1.data_ptr<float>();
+  int32_t* codes = codes1.data_ptr<int32_t>();
+  const ggml::GridInfo& grid = groups.grid();
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* wr = w + r * bw;
+      for (int64_t i = a; i < b; ++i) {
+        const int64_t k = r * bw + i;
+        const int32_t q = ggml::nearest_code(grid, sc[k], off[k], wr[i]);
+        const float e = (wr[i] - ggml::grid_value(grid, sc[k], off[k], q)) / h[i * bw + i];
+        codes[k] = q;
+        err[k] = e;
+        const float* hi = h + i * bw;
+        for (int64_t j = i + 1; j < bw; ++j) wr[j] -= e * hi[j];
+      }
+    }
+  });
+}
+
+// The same in ATen ops, column by column, for accelerators.
+void block_device(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1,
+                  const at::Tensor& offset1, at::Tensor& err1, at::Tensor& codes1, int64_t a,
+                  int64_t b, const GptqGroups& groups, const at::Tensor& levels) {
+  const int64_t bw = w1.size(1);
+  for (int64_t i = a; i < b; ++i) {
+    at::Tensor x = w1.select(1, i), s = scale1.select(1, i), o = offset1.select(1, i);
+    at::Tensor t = at::where(s == 0, at::zeros_like(x), (x - o) / s);
+    at::Tensor q, value;
+    if (!levels.defined()) {
+      q = at::round(t).clamp_(groups.grid().qmin, groups.grid().qmax);
+      value = q * s + o;
+    } else {
+      q = (t.unsqueeze(1) - levels.unsqueeze(0)).abs_().argmin(1);
+      value = levels.index_select(0, q) * s + o;
+    }
+    at::Tensor e = (x - value) / hinv1[i][i];
+    codes1.select(1, i).copy_(q);
+    err1.select(1, i).copy_(e);
+    if (i + 1 < bw) {
+      w1.narrow(1, i + 1, bw - i - 1).sub_(e.unsqueeze(1) * hinv1[i].narrow(0, i + 1, bw - i - 1));
+    }
+  }
+}
+
+// Upper Cholesky factor of (H + damp·mean(diag H)·I)⁻¹ in float64; doubles damp until it exists.
+at::Tensor inverse_factor(const at::Tensor& h, double& damp, double max_damp,
+                          std::string_view name) {
+  const double mean_diag = h.diagonal().mean().item<double>();
+  const at::Tensor eye = at::eye(h.size(0), h.options());
+  for (;;) {
+    auto [l, info] = at::linalg_cholesky_ex(h + eye * (damp * mean_diag));
+    if (info.item<int64_t>() == 0) {
+      auto [u, info2] = at::linalg_cholesky_ex(at::cholesky_inverse(l), /*upper=*/true);
+      if (info2.item<int64_t>() == 0) return u;
+    }
+    const double next = damp > 0 ? damp * 2 : 0.01;
+    MPQ_CHECK_VALUE(next <= max_damp, name, ": the Hessian is not positive definite even with ",
+                    "damping ", damp, " (max_damp ", max_damp, "); its calibration data may be "
+                    "degenerate");
+    damp = next;
+  }
+}
+
+}  // namespace
+
+void GptqOptions::validate() const {
+  MPQ_CHECK_VALUE(damp >= 0 && std::isfinite(damp), "GptqOptions: damp must be >= 0, got ", damp);
+  MPQ_CHECK_VALUE(max_damp >= damp, "GptqOptions: max_damp (", max_damp, ") must be >= damp (",
+                  damp, ")");
+  MPQ_CHECK_VALUE(block_size >= 1, "GptqOptions: block_size must be >= 1, got ", block_size);
+}
+
+std::string GptqOptions::to_string() const {
+  auto b = [](bool v) { return v ? "True" : "False"; };
+  return fmt::format("GptqOptions(damp={}, max_damp={}, block_size={}, act_order={}, "
+                     "static_groups={}, mse_clip={}, importance={})",
+                     damp, max_damp, block_size, b(act_order), b(static_groups), b(mse_clip),
+                     b(importance));
+}
+
+GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const Format& format,
+                         const GptqOptions& options, std::string_view name) {
+  options.validate();
+  format.validate();
+  detail::check_floating(weight, name, 2);
+  detail::check_finite(weight, name);
+  const std::string hname = std::string(name) + " Hessian";
+  detail::check_floating(hessian, hname, 2);
+  const int64_t rows = weight.size(0), cols = weight.size(1);
+  MPQ_CHECK_VALUE(hessian.size(0) == cols && hessian.size(1) == cols, hname, ": expected [", cols,
+                  ", ", cols, "] for a weight with ", cols, " input columns, got ",
+                  detail::describe(hessian));
+  detail::check_finite(hessian, hname);
+  if (format.family == FormatFamily::kGgml) {
+    const int64_t bs = format.group_size;
+    MPQ_CHECK_VALUE(bs > 0 && cols % bs == 0, name, ": rows of ", cols,
+                    " weights are not a multiple of ", format.name, "'s block of ", bs,
+                    " (llama-quantize would use ", ggml_fallback(format, cols).name, ")");
+  }
+
+  const at::Device dev = weight.device();
+  at::Tensor w = weight.to(at::kFloat).clone();
+  at::Tensor h = hessian.to(dev, at::kDouble).clone();
+  at::Tensor dead = h.diagonal() == 0;
+  GptqResult result;
+  result.dead_columns = dead.sum().item<int64_t>();
+  if (result.dead_columns == cols) {
+    // No calibration signal reached this layer: every weight is equally (un)important.
+    RtnOptions rtn;
+    rtn.mse_clip = format.family == FormatFamily::kInteger && options.mse_clip;
+    result.quantized = quantize(weight, format, std::nullopt, rtn, name);
+    result.dead_columns = cols;
+    return result;
+  }
+  // GPTQ's rule for inputs that were always zero: their weights cannot matter, zero them.
+  h.diagonal().masked_fill_(dead, 1.0);
+  w.masked_fill_(dead.unsqueeze(0), 0.0f);
+
+  at::Tensor perm, invperm;
+  if (options.act_order) {
+    perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
+    invperm = at::argsort(perm);
+  }
+  std::unique_ptr<GptqGroups> groups =
+      detail::make_gptq_groups(format, rows, cols, w.options(), options.mse_clip);
+  const int64_t gs = groups->group_size();
+  at::Tensor importance;
+  if (format.family == FormatFamily::kGgml && options.importance) {
+    importance = h.diagonal().to(at::kCPU, at::kFloat).contiguous();
+  }
+  // Fits the group starting at (global) column c0 to the columns of wsrc starting at `from`.
+  auto fit = [&](const at::Tensor& wsrc, int64_t from, int64_t c0) {
+    const int64_t n = std::min(gs, cols - c0);
+    groups->fit(wsrc.narrow(1, from, n), c0,
+                importance.defined() ? importance.narrow(0, c0, n).contiguous() : at::Tensor());
+  };
+  // Static: every group fitted to the original weights, before any update.
+  const bool fixed = options.act_order || options.static_groups || gs >= cols;
+  if (fixed) {
+    for (int64_t c0 = 0; c0 < cols; c0 += gs) fit(w, c0, c0);
+  }
+  at::Tensor scale = groups->scale, offset = groups->offset;
+  if (options.act_order) {
+    w = w.index_select(1, perm);
+    h = h.index_select(0, perm).index_select(1, perm);
+    scale = scale.index_select(1, perm);
+    offset = offset.index_select(1, perm);
+  }
+
+  result.damp = options.damp;
+  const at::Tensor hinv = inverse_factor(h, result.damp, options.max_damp, name).to(at::kFloat);
+
+  // Blocks and groups must nest, so that a group starts with its columns fully updated.
+  int64_t bs = options.block_size;
+  if (!fixed && bs % gs != 0 && gs % bs != 0) bs = gs;
+  const bool cpu = dev.is_cpu();
+  at::Tensor levels;  // the IQ4 table, for the device path
+  if (groups->grid().levels != nullptr) {
+    const ggml::GridInfo& g = groups->grid();
+    levels = at::tensor(std::vector<float>(g.levels, g.levels + g.qmax - g.qmin + 1),
+                        at::TensorOptions().dtype(at::kFloat))
+                 .to(dev);
+  }
+  at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kInt));
+  for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+    const int64_t bw = std::min(bs, cols - i1);
+    at::Tensor w1 = w.narrow(1, i1, bw).contiguous();
+    at::Tensor err1 = at::zeros_like(w1);
+    at::Tensor codes1 = at::empty({rows, bw}, codes.options());
+    const at::Tensor hinv1 = hinv.narrow(0, i1, bw).narrow(1, i1, bw).contiguous();
+    for (int64_t a = 0; a < bw;) {
+      int64_t b = bw;
+      if (!fixed) {
+        // Fit each group as the loop reaches it: from this block's updated columns, or (a group
+        // wider than the block) from w, which the lazy updates have brought up to date.
+        const int64_t c = i1 + a;
+        if (c % gs == 0) {
+          if (gs <= bw - a) {
+            fit(w1, a, c);
+          } else {
+            fit(w, c, c);
+          }
+        }
+        b = std::min(bw, a + gs - c % gs);
+      }
+      at::Tensor s1 = scale.narrow(1, i1, bw).contiguous();
+      at::Tensor o1 = offset.narrow(1, i1, bw).contiguous();
+      if (cpu) {
+        block_cpu(w1, hinv1, s1, o1, err1, codes1, a, b, *groups);
+      } else {
+        block_device(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, levels);
+      }
+      a = b;
+    }
+    codes.narrow(1, i1, bw).copy_(codes1);
+    if (i1 + bw < cols) {
+      w.narrow(1, i1 + bw, cols - i1 - bw)
+          .sub_(at::mm(err1, hinv.narrow(0, i1, bw).narrow(1, i1 + bw, cols - i1 - bw)));
+    }
+  }
+  if (options.act_order) codes = codes.index_select(1, invperm);
+  result.quantized = groups->finish(codes.to(at::kCPU), weight.scalar_type());
+  return result;
+}
+
+std::vector<ExpertResult> GptqExpert::quantize(const std::vector<ExpertLayer>& layers,
+                                               const LayerStats* stats, bool /*can_scale*/) const {
+  detail::check_stats(layers, stats, name(), /*need_xtx=*/true);
+  const at::Tensor h = stats->hessian();
+  std::vector<ExpertResult> out;
+  for (const ExpertLayer& layer : layers) {
+    GptqResult g = gptq_quantize(layer.weight, h.to(layer.weight.device()), layer.format,
+                                 options_, layer.name);
+    ExpertResult r;
+    r.name = layer.name;
+    r.quantized = std::move(g.quantized);
+    if (g.dead_columns == layer.weight.size(1)) {
+      r.note = "no calibration signal (all inputs zero): quantized by RTN";
+    } else if (g.damp != options_.damp) {
+      r.note = fmt::format("damping raised to {} for a positive definite Hessian", g.damp);
+    }
+    fill_errors(r, layer.weight, h);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace mpq
