@@ -18,6 +18,10 @@ class PyExpert : public Expert {
   std::string to_string() const override { PYBIND11_OVERRIDE(std::string, Expert, to_string); }
   bool needs_stats() const override { PYBIND11_OVERRIDE(bool, Expert, needs_stats); }
   bool transforms_input() const override { PYBIND11_OVERRIDE(bool, Expert, transforms_input); }
+  at::Tensor input_scale(const std::vector<ExpertLayer>& layers,
+                         const LayerStats* stats) const override {
+    PYBIND11_OVERRIDE(at::Tensor, Expert, input_scale, layers, stats);
+  }
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override {
     PYBIND11_OVERRIDE_PURE(std::vector<ExpertResult>, Expert, quantize, layers, stats, can_scale);
@@ -55,11 +59,14 @@ void bind_expert(py::module_& m) {
            py::arg("note") = "")
       .def_readonly("name", &ExpertResult::name)
       .def_readonly("quantized", &ExpertResult::quantized)
-      .def_property_readonly("input_scale",
-                             [](const ExpertResult& r) -> std::optional<at::Tensor> {
-                               if (!r.input_scale.defined()) return std::nullopt;
-                               return r.input_scale;
-                             })
+      .def_property(
+          "input_scale",
+          [](const ExpertResult& r) -> std::optional<at::Tensor> {
+            if (!r.input_scale.defined()) return std::nullopt;
+            return r.input_scale;
+          },
+          [](ExpertResult& r, std::optional<at::Tensor> s) { r.input_scale = s.value_or(at::Tensor()); },
+          "The folded input scale s [in] (None: no transform).")
       .def_readwrite("weight_mse", &ExpertResult::weight_mse)
       .def_readwrite("output_error", &ExpertResult::output_error)
       .def_readwrite("note", &ExpertResult::note)
@@ -81,6 +88,20 @@ void bind_expert(py::module_& m) {
       .def("name", &Expert::name)
       .def("needs_stats", &Expert::needs_stats)
       .def("transforms_input", &Expert::transforms_input)
+      .def(
+          "input_scale",
+          [](const Expert& e, const std::vector<ExpertLayer>& layers,
+             const LayerStats* stats) -> std::optional<at::Tensor> {
+            at::Tensor s;
+            {
+              py::gil_scoped_release release;
+              s = e.input_scale(layers, stats);
+            }
+            if (!s.defined()) return std::nullopt;
+            return s;
+          },
+          py::arg("layers"), py::arg("stats") = nullptr,
+          "Transforming experts: the input scale s for these layers (None for the others).")
       .def(
           "quantize",
           [](const Expert& e, const std::vector<ExpertLayer>& layers, const LayerStats* stats,

@@ -80,6 +80,16 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
 include_dir = _os.path.join(_os.path.dirname(__file__), "include")
 
 
+from .experts import make_expert  # noqa: E402
+
+
+def quantize_sequential(*args, **kwargs):
+    """Quantizes a model block by block with the experts (see :func:`mpq.sequential.quantize_sequential`)."""
+    from .sequential import quantize_sequential as _qs
+
+    return _qs(*args, **kwargs)
+
+
 def quantize(*args, **kwargs):
     """Runs the main job (see :func:`mpq.pipeline.quantize`)."""
     from .pipeline import quantize as _quantize
@@ -88,6 +98,25 @@ def quantize(*args, **kwargs):
 
 
 __all__ = [
+    "AwqExpert",
+    "AwqOptions",
+    "Expert",
+    "ExpertLayer",
+    "ExpertResult",
+    "GptqExpert",
+    "GptqOptions",
+    "GptqResult",
+    "KquantExpert",
+    "RtnExpert",
+    "SmoothQuantExpert",
+    "SmoothQuantOptions",
+    "gptq_quantize",
+    "list_experts",
+    "make_expert",
+    "output_error",
+    "quantize_sequential",
+    "register_expert",
+    "smoothquant_scale",
     "Calibrator",
     "CalibratorOptions",
     "Format",

@@ -35,6 +35,8 @@ class AwqExpert : public Expert {
   std::string name() const override { return "awq"; }
   std::string to_string() const override { return options_.to_string(); }
   bool transforms_input() const override { return true; }
+  at::Tensor input_scale(const std::vector<ExpertLayer>& layers,
+                         const LayerStats* stats) const override;
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override;
   const AwqOptions& options() const { return options_; }

@@ -53,6 +53,13 @@ class Expert {
   // the same input must all be quantized by this expert together).
   virtual bool transforms_input() const { return false; }
 
+  // Transforming experts: the input scale s for `layers` (undefined for the others). Pipelines
+  // that fold s themselves call this, scale the weights, then quantize(..., can_scale=false).
+  virtual at::Tensor input_scale(const std::vector<ExpertLayer>& layers,
+                                 const LayerStats* stats) const {
+    return {};
+  }
+
   // Quantizes `layers`, which all read the same input, described by `stats` (may be null when
   // needs_stats() is false). `can_scale`: whether an input scale can be folded into the operation
   // producing the input; when false, transforming experts quantize without one.

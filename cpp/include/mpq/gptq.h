@@ -23,7 +23,10 @@ struct GptqOptions {
   // keep groups in column order.
   bool static_groups = false;
   bool mse_clip = false;     // integer groups: clip search for each group's range (RtnOptions)
-  bool importance = true;    // ggml blocks: weight each block's scale search by diag(H)
+  // ggml blocks: weight each block's scale search by diag(H), as an imatrix would. (The legacy
+  // types Q4_0..Q5_1 then use the block's variance where ggml uses the row's: a block is fitted
+  // before the rest of its row is final.)
+  bool importance = true;
 
   void validate() const;
   std::string to_string() const;

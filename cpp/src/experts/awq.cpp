@@ -80,8 +80,8 @@ std::string AwqOptions::to_string() const {
                      max_shrink, fmt::join(no_clip, ", "));
 }
 
-std::vector<ExpertResult> AwqExpert::quantize(const std::vector<ExpertLayer>& layers,
-                                              const LayerStats* stats, bool can_scale) const {
+at::Tensor AwqExpert::input_scale(const std::vector<ExpertLayer>& layers,
+                                  const LayerStats* stats) const {
   detail::check_stats(layers, stats, name(), /*need_xtx=*/true);
   const at::Device dev = layers[0].weight.device();
   const at::Tensor h = stats->hessian().to(dev, at::kFloat);
@@ -99,44 +99,51 @@ std::vector<ExpertResult> AwqExpert::quantize(const std::vector<ExpertLayer>& la
     return total;
   };
 
+  const at::Tensor x_mean = stats->mean_abs().to(dev, at::kFloat);
+  // AutoAWQ's w_mean: |W| normalised by its group's max, averaged over every row of the group.
+  const int64_t g = group_of(layers[0].format, cols);
+  const int64_t groups = (cols + g - 1) / g, pad = groups * g - cols;
+  at::Tensor wa = at::constant_pad_nd(at::cat(w, 0).abs(), {0, pad}, 0).view({-1, groups, g});
+  wa = wa / wa.amax(-1, true).clamp_min(1e-12);
+  const at::Tensor w_mean = wa.reshape({wa.size(0), groups * g}).narrow(1, 0, cols).mean(0);
   at::Tensor best_s = at::ones({cols}, w[0].options());
-  if (can_scale) {
-    const at::Tensor x_mean = stats->mean_abs().to(dev, at::kFloat);
-    // AutoAWQ's w_mean: |W| normalised by its group's max, averaged over every row of the group.
-    const int64_t g = group_of(layers[0].format, cols);
-    const int64_t groups = (cols + g - 1) / g, pad = groups * g - cols;
-    at::Tensor wa = at::constant_pad_nd(at::cat(w, 0).abs(), {0, pad}, 0).view({-1, groups, g});
-    wa = wa / wa.amax(-1, true).clamp_min(1e-12);
-    const at::Tensor w_mean = wa.reshape({wa.size(0), groups * g}).narrow(1, 0, cols).mean(0);
-    double best_err = error_for(best_s);  // the unscaled baseline: AWQ never does worse
-    for (int i = 0; i < options_.grid; ++i) {
-      const double ratio = static_cast<double>(i) / options_.grid;
-      at::Tensor s = options_.duo_scaling ? x_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4)
-                                          : x_mean.pow(ratio);
-      s = s.clamp_min(1e-4);
-      s = s / (s.max() * s.min()).sqrt();
-      const double err = error_for(s);
-      if (err < best_err) best_err = err, best_s = s;
-    }
+  double best_err = error_for(best_s);  // the unscaled baseline: AWQ never does worse
+  for (int i = 0; i < options_.grid; ++i) {
+    const double ratio = static_cast<double>(i) / options_.grid;
+    at::Tensor s = options_.duo_scaling ? x_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4)
+                                        : x_mean.pow(ratio);
+    s = s.clamp_min(1e-4);
+    s = s / (s.max() * s.min()).sqrt();
+    const double err = error_for(s);
+    if (err < best_err) best_err = err, best_s = s;
   }
+  return best_s;
+}
 
+std::vector<ExpertResult> AwqExpert::quantize(const std::vector<ExpertLayer>& layers,
+                                              const LayerStats* stats, bool can_scale) const {
+  detail::check_stats(layers, stats, name(), /*need_xtx=*/true);
+  const at::Device dev = layers[0].weight.device();
+  const at::Tensor h = stats->hessian().to(dev, at::kFloat);
+  const at::Tensor s = can_scale ? input_scale(layers, stats)
+                                 : at::ones({layers[0].weight.size(1)},
+                                            layers[0].weight.options().dtype(at::kFloat));
   std::vector<ExpertResult> out;
   for (size_t k = 0; k < layers.size(); ++k) {
     const ExpertLayer& l = layers[k];
-    at::Tensor ws = w[k] * best_s;
+    at::Tensor ws = l.weight.to(at::kFloat) * s;
     const bool skip = std::any_of(options_.no_clip.begin(), options_.no_clip.end(),
                                   [&](const std::string& suffix) {
                                     return l.name.size() >= suffix.size() &&
                                            l.name.compare(l.name.size() - suffix.size(),
                                                           suffix.size(), suffix) == 0;
                                   });
-    if (options_.clip && !skip) ws = clip_search(ws, best_s, h, l.format, options_, l.name);
+    if (options_.clip && !skip) ws = clip_search(ws, s, h, l.format, options_, l.name);
     ExpertResult r;
     r.name = l.name;
     r.quantized = mpq::quantize(ws, l.format, std::nullopt, RtnOptions{}, l.name);
     r.quantized.dtype = l.weight.scalar_type();
-    if (can_scale) r.input_scale = best_s;
-    if (!can_scale) r.note = "no operation to fold a scale into: clipping only";
+    if (can_scale) r.input_scale = s;
     fill_errors(r, l.weight, h);
     out.push_back(std::move(r));
   }

@@ -105,6 +105,7 @@ std::string RtnExpert::to_string() const { return "RtnExpert(" + options_.to_str
 
 std::vector<ExpertResult> RtnExpert::quantize(const std::vector<ExpertLayer>& layers,
                                               const LayerStats* stats, bool /*can_scale*/) const {
+  detail::check_layers(layers, name());
   const at::Tensor h = detail::optional_hessian(layers, stats);
   std::vector<ExpertResult> out;
   for (const ExpertLayer& layer : layers) {
@@ -119,6 +120,7 @@ std::vector<ExpertResult> RtnExpert::quantize(const std::vector<ExpertLayer>& la
 
 std::vector<ExpertResult> KquantExpert::quantize(const std::vector<ExpertLayer>& layers,
                                                  const LayerStats* stats, bool /*can_scale*/) const {
+  detail::check_layers(layers, name());
   const at::Tensor h = detail::optional_hessian(layers, stats);
   std::optional<at::Tensor> importance;
   if (use_imatrix_) {

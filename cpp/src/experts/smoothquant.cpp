@@ -42,17 +42,20 @@ at::Tensor smoothquant_scale(const std::vector<at::Tensor>& weights, const at::T
   return at::where((a > 0) & (w_max > 0), s, at::ones_like(s));
 }
 
+at::Tensor SmoothQuantExpert::input_scale(const std::vector<ExpertLayer>& layers,
+                                          const LayerStats* stats) const {
+  detail::check_stats(layers, stats, name());
+  std::vector<at::Tensor> w;
+  for (const ExpertLayer& l : layers) w.push_back(l.weight);
+  return smoothquant_scale(w, stats->max_abs, options_.alpha);
+}
+
 std::vector<ExpertResult> SmoothQuantExpert::quantize(const std::vector<ExpertLayer>& layers,
                                                       const LayerStats* stats,
                                                       bool can_scale) const {
   detail::check_stats(layers, stats, name());
   const at::Tensor h = detail::optional_hessian(layers, stats);
-  at::Tensor s;
-  if (can_scale) {
-    std::vector<at::Tensor> w;
-    for (const ExpertLayer& l : layers) w.push_back(l.weight);
-    s = smoothquant_scale(w, stats->max_abs, options_.alpha);
-  }
+  const at::Tensor s = can_scale ? input_scale(layers, stats) : at::Tensor();
   std::vector<ExpertResult> out;
   for (const ExpertLayer& l : layers) {
     ExpertResult r;
@@ -61,11 +64,7 @@ std::vector<ExpertResult> SmoothQuantExpert::quantize(const std::vector<ExpertLa
                                       : l.weight;
     r.quantized = mpq::quantize(ws, l.format, std::nullopt, options_.rtn, l.name);
     r.quantized.dtype = l.weight.scalar_type();
-    if (s.defined()) {
-      r.input_scale = s;
-    } else {
-      r.note = "no operation to fold a scale into: quantized without smoothing";
-    }
+    r.input_scale = s;
     fill_errors(r, l.weight, h);
     out.push_back(std::move(r));
   }
