@@ -20,12 +20,6 @@
 #include "experts/expert_util.h"
 #include "experts/gptq_groups.h"
 
-#ifdef MPQ_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-
-#include "experts/cuda/gptq_block.h"
-#endif
-
 namespace mpq {
 namespace {
 
@@ -198,29 +192,19 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   int64_t bs = options.block_size;
   if (!fixed && bs % gs != 0 && gs % bs != 0) bs = gs;
   const bool cpu = dev.is_cpu();
-#ifdef MPQ_WITH_CUDA
-  const bool cuda = dev.is_cuda();
-#else
-  const bool cuda = false;
-#endif
-  at::Tensor levels;  // the IQ4 table, for the device paths
+  at::Tensor levels;  // the IQ4 table, for the device path
   std::vector<float> host_levels;
   if (groups->grid().levels != nullptr) {
     const ggml::GridInfo& g = groups->grid();
     host_levels.assign(g.levels, g.levels + g.qmax - g.qmin + 1);
     levels = at::tensor(host_levels, at::TensorOptions().dtype(at::kFloat)).to(dev);
   }
-  // The CUDA kernel wants column-major blocks (a warp's rows contiguous): keep them transposed
-  // in memory and work on [rows, bw] views of them.
-  auto block_tensor = [&](const at::Tensor& src) {
-    return cuda ? src.t().contiguous().t() : src.contiguous();
-  };
   at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kInt));
   for (int64_t i1 = 0; i1 < cols; i1 += bs) {
     const int64_t bw = std::min(bs, cols - i1);
-    at::Tensor w1 = block_tensor(w.narrow(1, i1, bw));
-    at::Tensor err1 = block_tensor(at::zeros({rows, bw}, w.options()));
-    at::Tensor codes1 = block_tensor(at::empty({rows, bw}, codes.options()));
+    at::Tensor w1 = w.narrow(1, i1, bw).contiguous();
+    at::Tensor err1 = at::zeros({rows, bw}, w.options());
+    at::Tensor codes1 = at::empty({rows, bw}, codes.options());
     const at::Tensor hinv1 = hinv.narrow(0, i1, bw).narrow(1, i1, bw).contiguous();
     for (int64_t a = 0; a < bw;) {
       int64_t b = bw;
@@ -237,19 +221,10 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
         }
         b = std::min(bw, a + gs - c % gs);
       }
-      at::Tensor s1 = block_tensor(scale.narrow(1, i1, bw));
-      at::Tensor o1 = block_tensor(offset.narrow(1, i1, bw));
+      at::Tensor s1 = scale.narrow(1, i1, bw).contiguous();
+      at::Tensor o1 = offset.narrow(1, i1, bw).contiguous();
       if (cpu) {
         block_cpu(w1, hinv1, s1, o1, err1, codes1, a, b, *groups);
-      } else if (cuda) {
-#ifdef MPQ_WITH_CUDA
-        const ggml::GridInfo& g = groups->grid();
-        detail::cuda::gptq_block(w1.data_ptr<float>(), s1.data_ptr<float>(), o1.data_ptr<float>(),
-                                 err1.data_ptr<float>(), codes1.data_ptr<int32_t>(),
-                                 hinv1.data_ptr<float>(), rows, bw, a, b, g.qmin, g.qmax,
-                                 g.zero_code, host_levels.empty() ? nullptr : host_levels.data(),
-                                 c10::cuda::getCurrentCUDAStream(dev.index()).stream());
-#endif
       } else {
         block_device(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, levels);
       }
