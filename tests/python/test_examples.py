@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPTS = ["quickstart.py", "gguf_quickstart.py"]
+SCRIPTS = ["quickstart.py", "gguf_quickstart.py", "experts_quickstart.py"]
 
 
 @pytest.mark.parametrize("index", range(len(SCRIPTS)))
@@ -24,5 +24,7 @@ def test_python_quickstarts_are_the_readme_ones_and_run(index, tmp_path, data_di
     assert r.returncode == 0, r.stderr[-3000:]
     if index == 0:
         assert "QuantizedTensor(format='int4_g128'" in r.stdout
-    else:
+    elif index == 1:
         assert (tmp_path / "stories-q4_k_m.gguf").exists() and (tmp_path / "imatrix.gguf").exists()
+    else:
+        assert "ExpertResult(name='blk.0.attn_q', format='int4_g32'" in r.stdout
