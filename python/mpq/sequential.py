@@ -29,7 +29,7 @@ from . import _C
 from .experts import make_expert
 
 # Groups of layers that read one input, in execution order: (llama.cpp roles, HF module paths,
-# the module producing their input, whether that producer is a norm).
+# the module producing their input: an RMSNorm or a linear whose rows can absorb a scale).
 _GROUPS = (
     (("attn_q", "attn_k", "attn_v"), ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
      "input_layernorm"),

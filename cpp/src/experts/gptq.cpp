@@ -193,11 +193,11 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   if (!fixed && bs % gs != 0 && gs % bs != 0) bs = gs;
   const bool cpu = dev.is_cpu();
   at::Tensor levels;  // the IQ4 table, for the device path
-  std::vector<float> host_levels;
   if (groups->grid().levels != nullptr) {
     const ggml::GridInfo& g = groups->grid();
-    host_levels.assign(g.levels, g.levels + g.qmax - g.qmin + 1);
-    levels = at::tensor(host_levels, at::TensorOptions().dtype(at::kFloat)).to(dev);
+    levels = at::tensor(std::vector<float>(g.levels, g.levels + g.qmax - g.qmin + 1),
+                        at::TensorOptions().dtype(at::kFloat))
+                 .to(dev);
   }
   at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kInt));
   for (int64_t i1 = 0; i1 < cols; i1 += bs) {
