@@ -80,7 +80,7 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
 include_dir = _os.path.join(_os.path.dirname(__file__), "include")
 
 
-from .experts import make_expert  # noqa: E402
+from .experts import activation_quantization, fake_quantize_activations, make_expert  # noqa: E402
 
 
 def quantize_sequential(*args, **kwargs):
@@ -113,6 +113,8 @@ __all__ = [
     "gptq_quantize",
     "list_experts",
     "make_expert",
+    "activation_quantization",
+    "fake_quantize_activations",
     "output_error",
     "quantize_sequential",
     "register_expert",

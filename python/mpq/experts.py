@@ -41,9 +41,10 @@ def make_expert(name: str, **options) -> _C.Expert:
 
 def fake_quantize_activations(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Per-token dynamic symmetric quantization, as W8A8 kernels do it: each token's (row's)
-    values are scaled by max|x| / (2^(bits-1) - 1), rounded, clamped, and scaled back."""
+    values are scaled by max|x| / ((2^bits - 1) / 2), rounded, clamped to the signed range, and
+    scaled back (the symmetric integer formats' definition, and compressed-tensors')."""
     qmax = 2 ** (bits - 1) - 1
-    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / qmax
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / ((2 ** bits - 1) / 2)
     return (x / scale).round().clamp(-qmax - 1, qmax) * scale
 
 

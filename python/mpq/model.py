@@ -75,7 +75,8 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
         path: a Hugging Face model directory (Llama, Qwen2 or Qwen3 architecture), a GGUF file
             (dequantized), a llama2.c checkpoint (.bin), or None for the default model.
         tokenizer: the llama2.c tokenizer for a .bin checkpoint (default: tokenizer.bin or
-            tok<vocab>.bin beside the checkpoint).
+            tok<vocab>.bin beside the checkpoint); for a Hugging Face directory, a tokenizer
+            directory or llama2.c tokenizer file to use instead of the directory's own.
         device: where the model goes.
         dtype: parameter dtype.
 
@@ -101,7 +102,10 @@ def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.Pat
             raise ValueError(f"{path}: architecture '{config.model_type}' is not supported; mpq "
                              f"supports {', '.join(SUPPORTED_ARCHITECTURES)}")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-        tok = HFTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+        if tokenizer is not None and os.path.isfile(tokenizer):
+            tok = llama2c.Llama2cTokenizer(os.fspath(tokenizer), vocab_size=config.vocab_size)
+        else:
+            tok = HFTokenizer(AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True))
         name = os.path.basename(os.path.normpath(path))
     elif os.path.isfile(path):
         model = llama2c.load_llama2c(path, dtype=dtype)

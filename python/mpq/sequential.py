@@ -294,5 +294,5 @@ def _quantize_group(block, members, choices, experts, hidden, kwargs_list, resul
                 # output error is the same in either form: the statistics were of x / s.)
                 r.input_scale = result.input_scales[r.name].to(w.device)
                 original = result.originals.pop(r.name)
-                r.weight_mse = float((original.float() - r.effective_weight()).pow(2).mean())
+                r.weight_mse = float((original.float() - r.effective_weight().to(original.device)).pow(2).mean())
             result.results[r.name] = r

@@ -15,7 +15,8 @@ def numpy_rtn(w: np.ndarray, bits: int, group: int, symmetric: bool) -> np.ndarr
         x32 = w[:, c0:c0 + g].astype(np.float32)
         lo32, hi32 = np.minimum(x32.min(1), 0), np.maximum(x32.max(1), 0)
         if symmetric:
-            scale = np.maximum(-lo32, hi32) / np.float32(2 ** (bits - 1) - 1)
+            # GPTQ's quant.py: xmax = max(|xmin|, xmax), scale = 2 xmax / maxq, zero = (maxq+1)/2
+            scale = np.maximum(-lo32, hi32) / np.float32((2 ** bits - 1) / 2)
         else:
             scale = (hi32 - lo32) / np.float32(2 ** bits - 1)
         scale = np.maximum(scale.astype(np.float16).astype(np.float64), 2.0 ** -24)

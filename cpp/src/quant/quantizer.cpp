@@ -25,9 +25,13 @@ constexpr double kMinScale = 5.960464477539063e-08;
 GroupParams params_from_range(const at::Tensor& lo, const at::Tensor& hi, const Format& f) {
   GroupParams p;
   if (f.symmetric) {
-    // Codes -2^(b-1)..2^(b-1)-1 around zero; the largest magnitude maps to 2^(b-1)-1.
-    const double qpos = (1 << (f.bits - 1)) - 1;
-    p.scale = at::maximum(lo.abs(), hi.abs()).div(qpos);
+    // Codes -2^(b-1)..2^(b-1)-1 around zero, the range [-absmax, absmax] spread over all 2^b
+    // codes (scale 2·absmax / (2^b - 1)), as GPTQ's reference and its descendants (AutoGPTQ,
+    // GPTQModel, compressed-tensors) define it: a positive absmax is clipped by half a step, and
+    // every code is used. (absmax / (2^(b-1) - 1) would leave code -2^(b-1) unused: 3 bits get
+    // 7 levels instead of 8.)
+    const double half_range = ((1 << f.bits) - 1) / 2.0;
+    p.scale = at::maximum(lo.abs(), hi.abs()).div(half_range);
     p.zero = at::full_like(p.scale, 1 << (f.bits - 1));
   } else {
     // The range always contains 0 so that 0 is exact (padding and dead weights stay 0).
