@@ -13,4 +13,6 @@ void bind_kquants(py::module_& m);
 void bind_gguf(py::module_& m);
 void bind_plan(py::module_& m);
 void bind_expert(py::module_& m);
+void bind_candidates(py::module_& m);
+void bind_search(py::module_& m);
 }  // namespace mpq::bindings

@@ -12,4 +12,6 @@ PYBIND11_MODULE(_C, m) {
   mpq::bindings::bind_gguf(m);
   mpq::bindings::bind_plan(m);
   mpq::bindings::bind_expert(m);
+  mpq::bindings::bind_candidates(m);
+  mpq::bindings::bind_search(m);
 }

@@ -2,6 +2,7 @@
 // The umbrella header of libmpq.
 #include <mpq/awq.h>
 #include <mpq/calibration.h>
+#include <mpq/candidates.h>
 #include <mpq/error.h>
 #include <mpq/expert.h>
 #include <mpq/format.h>
@@ -11,4 +12,5 @@
 #include <mpq/kquants.h>
 #include <mpq/plan.h>
 #include <mpq/quantizer.h>
+#include <mpq/search.h>
 #include <mpq/smoothquant.h>
