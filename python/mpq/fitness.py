@@ -53,17 +53,22 @@ class KlFitness:
         self.evaluations = 0
         self.seconds = 0.0
 
+    def set_option(self, tensor: int, option: int) -> None:
+        """Puts one tensor's quantized weights for `option` into the model (-1: the original)."""
+        if self.applied[tensor] == option:
+            return
+        w = self.originals[tensor]
+        if option < 0:
+            self.modules[tensor].weight.data = w
+        else:
+            key = (self.candidates.table.tensor_name(tensor), self.candidates.table.options[option])
+            self.modules[tensor].weight.data = _C.dequantize(self.candidates.quantized[key]).to(w.device, w.dtype)
+        self.applied[tensor] = option
+
     def apply(self, genome) -> None:
         """Puts the genome's quantized weights into the model (only the tensors that change)."""
-        options = self.candidates.table.options
         for i, g in enumerate(np.asarray(genome).tolist()):
-            if self.applied[i] == g:
-                continue
-            name = self.candidates.table.tensor_name(i)
-            q = self.candidates.quantized[(name, options[g])]
-            w = self.originals[i]
-            self.modules[i].weight.data = _C.dequantize(q).to(w.device, w.dtype)
-            self.applied[i] = g
+            self.set_option(i, g)
 
     def restore(self) -> None:
         for m, w in zip(self.modules, self.originals):
@@ -76,10 +81,14 @@ class KlFitness:
     def __exit__(self, *exc) -> None:
         self.restore()
 
-    @torch.no_grad()
     def kl(self, genome, sequences: int | None = None) -> float:
         """Mean KL per token of one genome on the first `sequences` sequences (default all)."""
         self.apply(genome)
+        return self.kl_current(sequences)
+
+    @torch.no_grad()
+    def kl_current(self, sequences: int | None = None) -> float:
+        """Mean KL per token of the model's weights as they are now."""
         n = sequences or self.stages[-1]
         total, count = 0.0, 0
         for ids, ref in zip(self.batches, self.reference):

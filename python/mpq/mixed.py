@@ -138,8 +138,8 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
         counts[label] = counts.get(label, 0) + 1
     rep = {
         "model": {"name": loaded.name, "source": loaded.source},
-        "budget": budget.to_string(),
-        "search": {"fitness": fitness, "options": options.to_string(), "evaluations": result.evaluations,
+        "budget": repr(budget),
+        "search": {"fitness": fitness, "options": repr(options), "evaluations": result.evaluations,
                    "best_fitness": result.fitness, "history": [
                        {"generation": h.generation, "best": h.best, "median": h.median,
                         "evaluations": h.evaluations, "seconds": h.seconds} for h in result.history]},

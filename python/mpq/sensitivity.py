@@ -163,3 +163,45 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
             out.quantized[(name, options[oi])] = r.quantized
     out.seconds = time.perf_counter() - start
     return out
+
+
+def measure_kl(candidates: Candidates, model: nn.Module, sequences: torch.Tensor, *,
+               tensors: list[str] | None = None, progress: bool = True) -> None:
+    """Fills the table's KL cells: the KL divergence of the model with only that tensor
+    quantized with that option, on `sequences` (token ids [n, seq]). One forward pass per
+    available cell, so `tensors` may restrict it (default: every tensor)."""
+    from tqdm.auto import tqdm
+
+    from .fitness import KlFitness
+
+    t = candidates.table
+    rows = [t.tensor_index(n) for n in tensors] if tensors is not None else range(t.num_tensors)
+    cells = [(i, o) for i in rows for o in range(t.num_options) if t.available(i, o)]
+    with KlFitness(model, candidates, sequences) as judge:
+        for i, o in tqdm(cells, desc="KL per layer", unit="cell", disable=not progress):
+            judge.set_option(i, o)
+            t.set_kl(i, o, judge.kl_current())
+            judge.set_option(i, -1)
+
+
+def ranking(candidates: Candidates, reference: str, *, use_kl: bool = False) -> list[dict]:
+    """Tensors from most to least sensitive: the error each gets from the `reference` option
+    (e.g. "kquant_imatrix:q2_k"), per weight, and a tier in the spirit of "sensitive layers get
+    8 bits, normal 4, insensitive 2" (top and bottom quarter). With use_kl, only tensors whose
+    KL was measured (measure_kl) are ranked."""
+    t = candidates.table
+    o = t.option_index(reference)
+    rows = []
+    for i in range(t.num_tensors):
+        if not t.available(i, o):
+            continue
+        _, proxy, kl = t.cell(i, o)
+        err = kl if use_kl else proxy / t.tensor_weights(i)
+        if math.isnan(err):
+            continue  # KL not measured for this tensor
+        rows.append({"tensor": t.tensor_name(i), "error": err})
+    rows.sort(key=lambda r: -r["error"])
+    n = len(rows)
+    for k, r in enumerate(rows):
+        r["tier"] = "sensitive" if k < n / 4 else ("insensitive" if k >= 3 * n / 4 else "normal")
+    return rows
