@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPTS = ["quickstart.py", "gguf_quickstart.py", "experts_quickstart.py"]
+SCRIPTS = ["quickstart.py", "gguf_quickstart.py", "experts_quickstart.py", "mixed_quickstart.py"]
 
 
 @pytest.mark.parametrize("index", range(len(SCRIPTS)))
@@ -26,5 +26,8 @@ def test_python_quickstarts_are_the_readme_ones_and_run(index, tmp_path, data_di
         assert "QuantizedTensor(format='int4_g128'" in r.stdout
     elif index == 1:
         assert (tmp_path / "stories-q4_k_m.gguf").exists() and (tmp_path / "imatrix.gguf").exists()
-    else:
+    elif index == 2:
         assert "ExpertResult(name='blk.0.attn_q', format='int4_g32'" in r.stdout
+    else:
+        bpw, kl, choice = r.stdout.split()[-3:]
+        assert float(bpw) <= 4.0 and float(kl) > 0 and choice.split(":")[1] in ("int2_g32", "int4_g32", "int8")
