@@ -186,37 +186,69 @@ def _fit(ids_for_k, k: int, max_context: int, bos_id: int | None) -> tuple[list[
     return head + ids[len(ids) - max_context + len(head):], 0, True
 
 
-def _torch_scores(model, prompts: list[list[int]], chain: list[int], letters, batch_size: int,
-                  progress: bool) -> torch.Tensor:
-    """Answer log-likelihoods [n, 4], batch by batch. Prompts (with the chain appended) are
-    sorted by length and padded on the right: a causal model's logits at a position do not
-    depend on later positions, so padding needs no attention mask."""
+def _common_prefix(rows: list[list[int]]) -> int:
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows):
+            return i
+    return n
+
+
+def _torch_scores(model, prompts: list[list[int]], groups: list[list[int]], chain: list[int], letters,
+                  batch_size: int, prefix_cache: bool, progress: bool) -> torch.Tensor:
+    """Answer log-likelihoods [n, 4], batch by batch within each group (a subject's prompts).
+
+    With prefix_cache (transformers models), the tokens all prompts of a group share (header and
+    shots) run once and their KV cache is copied for every batch, which then runs only the
+    questions. Rows (prompt + chain) are sorted by length and padded on the right: a causal
+    model's logits at a position do not depend on later positions, so padding needs no mask.
+    """
+    import copy
+
     from tqdm.auto import tqdm
 
     from .evaluate import _accepts
 
     device = next(model.parameters()).device
     keep = _accepts(model, "logits_to_keep")
+    prefix_cache = prefix_cache and keep and _accepts(model, "past_key_values")
     k = len(chain) + 1  # positions read per prompt
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out = torch.empty(len(prompts), len(LETTERS))
+    bar = tqdm(total=len(prompts), desc="mmlu", unit="question", disable=not progress)
     with torch.no_grad():
-        for b in tqdm(range(0, len(order), batch_size), desc="mmlu", unit="batch", disable=not progress):
-            idx = order[b:b + batch_size]
-            rows = [prompts[i] + chain for i in idx]
-            ids = torch.zeros(len(rows), len(rows[0]), dtype=torch.long)
-            for r, row in enumerate(rows):
-                ids[r, :len(row)] = torch.tensor(row)
-            # read[r, j]: the position whose logits score offset j of row r
-            read = torch.tensor([[len(p) - 1 + j for j in range(k)] for p in (prompts[i] for i in idx)])
-            if keep:
-                positions = torch.unique(read)  # sorted; the head runs only where answers are read
-                logits = model(input_ids=ids.to(device), logits_to_keep=positions.to(device), use_cache=False).logits
-                read = torch.searchsorted(positions, read)
+        for group in groups:
+            # At least one token of every prompt stays outside the cache, so logits are computed.
+            shared = min(_common_prefix([prompts[i] for i in group]), min(len(prompts[i]) for i in group) - 1)
+            cache = None
+            if prefix_cache and shared >= 32:
+                prefix = torch.tensor([prompts[group[0]][:shared]], device=device)
+                cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
             else:
-                logits = model(ids.to(device)).logits
-            picked = logits[torch.arange(len(rows))[:, None], read.to(device)]
-            out[idx] = _answer_scores(torch.log_softmax(picked.float(), -1), letters).cpu()
+                shared = 0
+            order = sorted(group, key=lambda i: -len(prompts[i]))
+            for b in range(0, len(order), batch_size):
+                idx = order[b:b + batch_size]
+                rows = [prompts[i][shared:] + chain for i in idx]
+                ids = torch.zeros(len(rows), len(rows[0]), dtype=torch.long)
+                for r, row in enumerate(rows):
+                    ids[r, :len(row)] = torch.tensor(row)
+                # read[r, j]: the position whose logits score offset j of row r
+                read = torch.tensor([[len(row) - k + j for j in range(k)] for row in rows])
+                if keep:
+                    positions = torch.unique(read)  # sorted; the head runs only where answers are read
+                    kwargs = {"logits_to_keep": positions.to(device), "use_cache": cache is not None}
+                    if cache is not None:
+                        past = copy.deepcopy(cache)
+                        past.batch_repeat_interleave(len(rows))
+                        kwargs["past_key_values"] = past
+                    logits = model(input_ids=ids.to(device), **kwargs).logits
+                    read = torch.searchsorted(positions, read)
+                else:
+                    logits = model(ids.to(device)).logits
+                picked = logits[torch.arange(len(rows))[:, None], read.to(device)]
+                out[idx] = _answer_scores(torch.log_softmax(picked.float(), -1), letters).cpu()
+                bar.update(len(idx))
+    bar.close()
     return out
 
 
@@ -256,8 +288,8 @@ def _llama_scores(llm, prompts: list[list[int]], chain: list[int], letters, prog
 
 def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = None,
          max_questions: int | None = None, batch_size: int = 8, max_context: int | None = None,
-         data_dir: str | os.PathLike | None = None, n_gpu_layers: int = 0, n_threads: int | None = None,
-         progress: bool = True) -> MmluResult:
+         prefix_cache: bool = True, data_dir: str | os.PathLike | None = None, n_gpu_layers: int = 0,
+         n_threads: int | None = None, progress: bool = True) -> MmluResult:
     """MMLU accuracy, k-shot, as the original evaluate.py scores it (see the module docstring).
 
     Args:
@@ -271,6 +303,9 @@ def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = 
         max_questions: the first N test questions of each subject (fast runs, CI).
         batch_size: prompts per forward pass (torch models).
         max_context: token limit of a prompt (default: the model's context).
+        prefix_cache: torch (transformers) models: run the tokens a subject's prompts share (the
+            header and shots) once per subject and reuse their KV cache; llama.cpp always reuses
+            the cache of the previous prompt's common prefix.
         data_dir: the mmlu folder (default: <shared data>/mmlu).
         n_gpu_layers, n_threads: for a GGUF file opened here.
         progress: show a progress bar.
@@ -331,7 +366,8 @@ def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = 
             meta.append((subject, i, q.answer, k))
 
     if llm is None:
-        scores = _torch_scores(model, prompts, chain, letters, batch_size, progress)
+        groups = [[i for i, m in enumerate(meta) if m[0] == subject] for subject in subjects]
+        scores = _torch_scores(model, prompts, groups, chain, letters, batch_size, prefix_cache, progress)
     else:
         if not _is_llama(model):
             llm = open_gguf(model, n_ctx=max(64, max(len(p) for p in prompts) + len(chain)), logits_all=False,

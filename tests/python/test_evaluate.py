@@ -367,12 +367,16 @@ def test_mmlu_rejects_bad_arguments(stories):
         mmlu.mmlu(stories.model)
 
 
-def test_stories260k_mmlu_runs_within_its_context(stories):
-    """stories260K has 512 tokens of context: 5-shot prompts lose shots."""
-    r = mmlu.mmlu(stories.model, stories.tokenizer, shots=5, subjects=["college_physics", "sociology"],
-                  max_questions=3, progress=False)
-    assert r.questions == 6 and 0 <= r.correct <= 6 and r.shots_dropped > 0 and r.seconds > 0
+def test_stories260k_mmlu_runs_within_its_context_with_and_without_prefix_cache(stories):
+    """stories260K has 512 tokens of context: 5-shot prompts lose shots. Reusing the KV cache of
+    the tokens a subject's prompts share gives the scores of full forward passes."""
+    runs = [mmlu.mmlu(stories.model, stories.tokenizer, shots=5, subjects=["college_physics", "sociology"],
+                      max_questions=5, batch_size=2, prefix_cache=cache, progress=False) for cache in (False, True)]
+    r = runs[1]
+    assert r.questions == 10 and 0 <= r.correct <= 10 and r.shots_dropped > 0 and r.seconds > 0
     assert "log-likelihoods" in r.scoring  # its vocabulary splits " A" into " " + "A"
+    full, cached = (torch.tensor([p["scores"] for p in run.predictions]) for run in runs)
+    assert torch.allclose(full, cached, atol=1e-4), (full - cached).abs().max()
 
 
 @needs_smol
