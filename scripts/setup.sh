@@ -40,6 +40,6 @@ echo "setup: building mpq (pip install --no-build-isolation .)"
 $PY -m pip install -q --no-build-isolation --no-deps .
 $PY -c "import mpq; print('setup: mpq', mpq.__version__, 'ready, torch', mpq._build_info.TORCH_VERSION)"
 if [ $TESTS = 1 ]; then
-  echo "setup: building llama.cpp's tools (llama-quantize, llama-imatrix, llama-perplexity)"
+  echo "setup: building llama.cpp's tools (llama-quantize, llama-imatrix, llama-perplexity, llama-bench)"
   bash scripts/build_llama_tools.sh
 fi

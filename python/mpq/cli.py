@@ -110,7 +110,7 @@ def _run_quantize(args) -> int:
     ev, q = r["evaluation"], r["quantization"]
     print(f"model      {r['model']['name']} ({r['model']['parameters']:,} parameters, {r['model']['source']})")
     print(f"format     {q['format']} on {q['layers']} linear layers, {q['bits_per_weight']:.3f} bits/weight")
-    print(f"protocol   {ev['original']['protocol']}, {ev['original']['tokens_scored']:,} tokens of {ev['text']}")
+    print(f"protocol   {ev['original']['description']}, {ev['original']['tokens_scored']:,} tokens of {ev['text']}")
     print(f"perplexity original {ev['original']['ppl']:.4f}   {q['format']} {ev['quantized']['ppl']:.4f}"
           f"   change {100 * ev['ppl_change']:+.2f}%")
     if args.verbose:

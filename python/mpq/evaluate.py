@@ -1,47 +1,378 @@
-"""Evaluation of a (quantized) model: perplexity under a stated protocol."""
+"""Evaluation of a (quantized) model against its original: perplexity under a stated protocol,
+KL divergence of the next-token distributions, MMLU (mpq.mmlu) and the speed of a GGUF file in
+llama.cpp (mpq.llama_bench).
+
+Models are torch modules (a transformers causal LM, or anything whose forward(ids) returns an
+object with .logits), GGUF files, or llama_cpp.Llama objects; the last two run in the real
+llama.cpp through llama-cpp-python. Every comparison feeds the same token ids to both sides.
+
+Perplexity protocols:
+
+- "p1" (GPTQ/AWQ papers): the token stream cut into non-overlapping windows of `window` tokens;
+  each window is scored independently and every token after its first is predicted from the
+  tokens before it in the window: window - 1 scored tokens per window.
+- "llama.cpp" (llama-perplexity, tools/perplexity/perplexity.cpp): the same non-overlapping
+  chunks (512 tokens by default); when the vocabulary adds a BOS token the first token of every
+  chunk is replaced by BOS; only the second half of each chunk is scored, so every scored token
+  has at least window/2 tokens of context: window - 1 - window//2 scored tokens per chunk.
+
+The incomplete tail of the stream is dropped under both protocols.
+"""
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import time
+from dataclasses import asdict, dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data import windows
+from .llama_bench import GgufSpeed, gguf_file_stats, gguf_speed  # noqa: F401  (re-exported)
+from .mmlu import MmluResult, mmlu  # noqa: F401  (re-exported)
+
+PROTOCOLS = ("p1", "llama.cpp")
+LLAMA_CPP_WINDOW = 512  # llama-perplexity's default context
+
+# (windows [b, n], first) -> logits [b, n - 1 - first, vocab] at positions first .. n-2, the
+# predictions of tokens first+1 .. n-1.
+LogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-@torch.no_grad()
-def perplexity(model: nn.Module, tokens: torch.Tensor, *, window: int, batch_size: int = 8,
-               max_windows: int | None = None, progress: bool = True, desc: str = "perplexity") -> dict:
-    """Perplexity over non-overlapping windows of `window` tokens (the GPTQ/AWQ papers' protocol).
+class _Result:
+    """Dict-style access (r["ppl"]) for callers written when results were plain dicts."""
 
-    Every window is scored independently; each token after the first of its window is predicted
-    from the tokens before it in the window, i.e. window-1 scored tokens per window. The
-    incomplete tail of the stream is dropped.
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Perplexity(_Result):
+    ppl: float
+    nll: float  # mean negative log-likelihood per scored token, nats
+    tokens_scored: int
+    windows: int
+    window: int
+    protocol: str  # "p1" or "llama.cpp"
+    description: str
+    seconds: float
+
+
+@dataclass
+class KLDivergence(_Result):
+    """KL(reference || candidate) of the next-token distributions, per scored token, in nats;
+    the statistics llama-perplexity --kl-divergence prints."""
+
+    kl_mean: float
+    kl_mean_stderr: float
+    kl_median: float
+    kl_p90: float
+    kl_p99: float
+    kl_p999: float
+    kl_max: float
+    same_top: float  # fraction of tokens where both models' most likely next token agree
+    rms_dp: float  # RMS of p_candidate(token) - p_reference(token), the probability of the actual next token
+    ppl_reference: float
+    ppl_candidate: float
+    ln_ppl_ratio: float  # ln(PPL(candidate) / PPL(reference))
+    tokens_scored: int
+    windows: int
+    window: int
+    protocol: str
+    description: str
+    seconds: float
+
+
+def describe_protocol(protocol: str, window: int, bos_id: int | None = None) -> str:
+    if protocol == "p1":
+        return f"p1: non-overlapping windows of {window} tokens, {window - 1} scored per window"
+    first = window // 2
+    bos = "first token of each replaced by BOS" if bos_id is not None else "no BOS substitution"
+    return (f"llama.cpp: non-overlapping chunks of {window} tokens ({bos}), the last "
+            f"{window - 1 - first} of each scored")
+
+
+def _check_protocol(protocol: str, window: int | None, bos_id: int | None, context: int | None) -> int:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown perplexity protocol '{protocol}' (expected one of {', '.join(PROTOCOLS)})")
+    if protocol == "p1" and bos_id is not None:
+        raise ValueError("bos_id applies to the llama.cpp protocol only; p1 scores the stream as it is")
+    if window is None:
+        if protocol == "llama.cpp":
+            window = LLAMA_CPP_WINDOW
+        elif context is not None:
+            window = min(context, 2048)
+        else:
+            raise ValueError("protocol p1 needs window= (the model does not state its context)")
+    if window < (4 if protocol == "llama.cpp" else 2):
+        raise ValueError(f"window of {window} tokens is too short for protocol {protocol}")
+    if context is not None and window > context:
+        raise ValueError(f"window of {window} tokens exceeds the model's context of {context}")
+    return window
+
+
+def _scored_windows(tokens: torch.Tensor, protocol: str, window: int, bos_id: int | None,
+                    max_windows: int | None) -> tuple[torch.Tensor, int]:
+    """The windows [n, window] a protocol scores, and the position of the first logit it scores."""
+    w = windows(tokens, window, max_windows)
+    if protocol == "p1":
+        return w, 0
+    if bos_id is not None:
+        w = w.clone()
+        w[:, 0] = bos_id
+    return w, window // 2
+
+
+# --- logit sources -------------------------------------------------------------------------------
+
+def _is_llama(obj) -> bool:
+    return type(obj).__name__ == "Llama" and type(obj).__module__.startswith("llama_cpp")
+
+
+def _is_gguf_path(obj) -> bool:
+    return isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".gguf")
+
+
+def _accepts(module: nn.Module, arg: str) -> bool:
+    try:
+        return arg in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def torch_logits(model: nn.Module) -> LogitsFn:
+    """A LogitsFn for a torch causal LM. transformers models compute the output head only on the
+    scored positions (logits_to_keep): the head of a 150k-token vocabulary costs as much as a
+    few layers, and its output is the largest tensor of the forward pass."""
+    device = next(model.parameters()).device
+    keep = _accepts(model, "logits_to_keep")
+
+    @torch.no_grad()
+    def fn(ids: torch.Tensor, first: int) -> torch.Tensor:
+        n = ids.size(1)
+        ids = ids.to(device)
+        if keep:
+            logits = model(input_ids=ids, logits_to_keep=n - first, use_cache=False).logits
+        else:
+            logits = model(ids).logits
+        return logits[:, logits.size(1) - (n - first):-1]
+
+    return fn
+
+
+def open_gguf(path: str | os.PathLike, *, n_ctx: int, logits_all: bool = True, n_gpu_layers: int = 0,
+              n_threads: int | None = None, **kwargs):
+    """A GGUF file in llama.cpp (llama_cpp.Llama), quiet, with n_ctx tokens of context."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ImportError("running a GGUF file needs llama-cpp-python (pip install llama-cpp-python)") from e
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"GGUF file {path} does not exist")
+    n_batch = min(n_ctx, 2048)
+    return llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, logits_all=logits_all,
+                           n_gpu_layers=n_gpu_layers, n_threads=n_threads or default_threads(),
+                           verbose=False, **kwargs)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def llama_logits(llm) -> LogitsFn:
+    """A LogitsFn for a llama_cpp.Llama opened with logits_all=True: one window at a time, the KV
+    cache cleared before each, as llama-perplexity does."""
+    if not getattr(llm, "_logits_all", True):
+        raise ValueError("the llama_cpp.Llama must be opened with logits_all=True")
+
+    def fn(ids: torch.Tensor, first: int) -> torch.Tensor:
+        n = ids.size(1)
+        if n > llm.n_ctx():
+            raise ValueError(f"window of {n} tokens exceeds the llama.cpp context of {llm.n_ctx()}")
+        out = []
+        for row in ids.tolist():
+            llm.reset()
+            llm.eval(row)
+            out.append(torch.from_numpy(np.array(llm.scores[first:n - 1], dtype=np.float32)))
+        return torch.stack(out)
+
+    return fn
+
+
+def _llama_window(model, protocol: str, window: int | None) -> int | None:
+    """The context to open a GGUF file with: the protocol's window, which p1 needs stated."""
+    if window is None and protocol == "p1" and not isinstance(model, nn.Module):
+        raise ValueError("protocol p1 on a GGUF file or llama_cpp.Llama needs window=")
+    return window or LLAMA_CPP_WINDOW
+
+
+def _logit_source(model, window: int, n_gpu_layers: int, n_threads: int | None):
+    """(LogitsFn, context or None, name) for a torch module, a GGUF path or a llama_cpp.Llama."""
+    if isinstance(model, nn.Module):
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        return torch_logits(model), context, type(model).__name__
+    if _is_gguf_path(model):
+        llm = open_gguf(model, n_ctx=window, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+        return llama_logits(llm), llm.n_ctx(), os.path.basename(os.fspath(model))
+    if _is_llama(model):
+        return llama_logits(model), model.n_ctx(), os.path.basename(model.model_path)
+    raise TypeError(f"expected a torch model, a .gguf path or a llama_cpp.Llama, got {type(model).__name__}")
+
+
+# --- perplexity ----------------------------------------------------------------------------------
+
+def perplexity(model, tokens: torch.Tensor, *, protocol: str = "p1", window: int | None = None,
+               bos_id: int | None = None, batch_size: int = 8, max_windows: int | None = None,
+               n_gpu_layers: int = 0, n_threads: int | None = None, progress: bool = True,
+               desc: str = "perplexity") -> Perplexity:
+    """Perplexity of a model on a token stream under a stated protocol (see the module docstring).
+
+    Args:
+        model: a torch causal LM, a GGUF file (run in llama.cpp) or a llama_cpp.Llama opened
+            with logits_all=True.
+        tokens: 1-D token ids, tokenized as the protocol's reference does (llama-perplexity
+            tokenizes the whole text once, with BOS when the vocabulary adds one).
+        protocol: "p1" or "llama.cpp".
+        window: tokens per window; default 512 for llama.cpp, the model's context (at most 2048)
+            for p1.
+        bos_id: llama.cpp protocol: the BOS id that replaces the first token of every chunk, or
+            None when the vocabulary adds no BOS (llama.cpp's add_bos flag; mpq tokenizers carry
+            it as tokenizer.bos_id).
+        batch_size: windows per forward pass (torch models).
+        max_windows: cap on the number of windows (the first ones).
+        n_gpu_layers, n_threads: for a GGUF file opened here.
+        progress: show a progress bar.
 
     Returns:
-        dict with ppl, nll (mean negative log-likelihood, nats), tokens_scored, windows, seconds,
-        and a protocol string.
+        Perplexity: ppl, nll, tokens_scored, windows, window, protocol, description, seconds.
     """
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
-    w = windows(tokens, window, max_windows)
-    total, count = 0.0, 0
     start = time.perf_counter()
+    fn, context, _ = _logit_source(model, _llama_window(model, protocol, window), n_gpu_layers, n_threads)
+    window = _check_protocol(protocol, window, bos_id, context)
+    w, first = _scored_windows(tokens, protocol, window, bos_id, max_windows)
+    total, count = 0.0, 0
     for i in tqdm(range(0, w.size(0), batch_size), desc=desc, unit="batch", disable=not progress):
-        ids = w[i:i + batch_size].to(device)
-        logits = model(ids).logits.float()
-        nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
-                                          ids[:, 1:].reshape(-1), reduction="none")
+        ids = w[i:i + batch_size]
+        logits = fn(ids, first).float()
+        targets = ids[:, first + 1:].to(logits.device)
+        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                          reduction="none")
         total += float(nll.double().sum())  # float64 sum: float32 drifts over 10⁵+ tokens
-        count += ids[:, 1:].numel()
+        count += targets.numel()
     nll = total / count
-    return {
-        "ppl": math.exp(nll),
-        "nll": nll,
-        "tokens_scored": count,
-        "windows": int(w.size(0)),
-        "seconds": time.perf_counter() - start,
-        "protocol": f"non-overlapping windows of {window} tokens, {window - 1} scored per window",
-    }
+    return Perplexity(ppl=math.exp(nll), nll=nll, tokens_scored=count, windows=int(w.size(0)),
+                      window=window, protocol=protocol,
+                      description=describe_protocol(protocol, window, bos_id),
+                      seconds=time.perf_counter() - start)
+
+
+def gguf_perplexity(path: str | os.PathLike, text: str | os.PathLike | None = None, *,
+                    tokens: torch.Tensor | None = None, protocol: str = "llama.cpp",
+                    window: int = LLAMA_CPP_WINDOW, max_windows: int | None = None,
+                    n_gpu_layers: int = 0, n_threads: int | None = None,
+                    progress: bool = True) -> Perplexity:
+    """Perplexity of a GGUF file in llama.cpp (llama-cpp-python), by default under
+    llama-perplexity's protocol: `text` (a file) tokenized by the file's own tokenizer as
+    llama-perplexity does (BOS in front when the vocabulary adds one), or explicit `tokens`."""
+    import llama_cpp
+
+    if (text is None) == (tokens is None):
+        raise ValueError("give exactly one of text= (a text file) or tokens=")
+    llm = open_gguf(path, n_ctx=window, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+    if tokens is None:
+        with open(text, encoding="utf-8") as f:
+            tokens = torch.tensor(llm.tokenize(f.read().encode("utf-8"), add_bos=True), dtype=torch.long)
+    bos_id = llm.token_bos() if add_bos and protocol == "llama.cpp" else None
+    return perplexity(llm, tokens, protocol=protocol, window=window, bos_id=bos_id,
+                      max_windows=max_windows, progress=progress, desc="gguf perplexity")
+
+
+# --- KL divergence -------------------------------------------------------------------------------
+
+def _percentile(sorted_values: np.ndarray, fraction: float) -> float:
+    # Linear interpolation between order statistics, as llama-perplexity's percentile().
+    return float(np.percentile(sorted_values, 100.0 * fraction, method="linear"))
+
+
+def kl_divergence(reference, candidate, tokens: torch.Tensor, *, protocol: str = "llama.cpp",
+                  window: int | None = None, bos_id: int | None = None, batch_size: int = 4,
+                  max_windows: int | None = None, chunk_tokens: int = 256, n_gpu_layers: int = 0,
+                  n_threads: int | None = None, progress: bool = True) -> KLDivergence:
+    """KL divergence of a candidate (quantized) model's next-token distribution from the
+    reference (original) model's, on the tokens a perplexity protocol scores.
+
+    Streams: a batch of windows runs through both models, its statistics are accumulated in
+    float64 (chunk_tokens positions at a time) and its logits dropped; only one float per scored
+    token is kept, for the percentiles. Both models get exactly the same token ids, so a GGUF in
+    llama.cpp can be compared with its torch original without tokenization mismatches.
+
+    Unlike llama-perplexity, which stores the reference log-probabilities rounded to 16 bits and
+    skips terms with p < e⁻¹⁶, the sum here is exact over the whole vocabulary.
+
+    Args:
+        reference, candidate: each a torch causal LM, a GGUF path or a llama_cpp.Llama (logits_all).
+        tokens: 1-D token ids.
+        protocol, window, bos_id, max_windows: as for perplexity(); default llama.cpp's protocol.
+        batch_size: windows per forward pass.
+        chunk_tokens: positions per float64 softmax (memory: chunk_tokens × vocab × 8 bytes × 4).
+
+    Returns:
+        KLDivergence (mean, its standard error, median, 90/99/99.9 percentiles, max, same-top
+        fraction, RMS Δp, both perplexities, ...).
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    ref_fn, ref_ctx, _ = _logit_source(reference, _llama_window(reference, protocol, window), n_gpu_layers, n_threads)
+    cand_fn, cand_ctx, _ = _logit_source(candidate, _llama_window(candidate, protocol, window), n_gpu_layers, n_threads)
+    contexts = [c for c in (ref_ctx, cand_ctx) if c is not None]
+    window = _check_protocol(protocol, window, bos_id, min(contexts) if contexts else None)
+    w, first = _scored_windows(tokens, protocol, window, bos_id, max_windows)
+
+    kls: list[np.ndarray] = []
+    nll_p = nll_q = sum_dp2 = 0.0
+    same = 0
+    for i in tqdm(range(0, w.size(0), batch_size), desc="kl divergence", unit="batch", disable=not progress):
+        ids = w[i:i + batch_size]
+        p_logits, q_logits = ref_fn(ids, first), cand_fn(ids, first)
+        if p_logits.size(-1) != q_logits.size(-1):
+            raise ValueError(f"the models' vocabularies differ: reference {p_logits.size(-1)} tokens, "
+                             f"candidate {q_logits.size(-1)}")
+        p_logits = p_logits.reshape(-1, p_logits.size(-1))
+        q_logits = q_logits.reshape(-1, q_logits.size(-1)).to(p_logits.device)
+        targets = ids[:, first + 1:].reshape(-1).to(p_logits.device)
+        for j in range(0, targets.numel(), chunk_tokens):
+            lp = torch.log_softmax(p_logits[j:j + chunk_tokens].double(), -1)
+            lq = torch.log_softmax(q_logits[j:j + chunk_tokens].double(), -1)
+            t = targets[j:j + chunk_tokens, None]
+            kls.append((lp.exp() * (lp - lq)).sum(-1).cpu().numpy())
+            tp, tq = lp.gather(1, t).squeeze(1), lq.gather(1, t).squeeze(1)
+            nll_p -= float(tp.sum())
+            nll_q -= float(tq.sum())
+            sum_dp2 += float((tq.exp() - tp.exp()).square().sum())
+            same += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+        del p_logits, q_logits
+    kl = np.sort(np.concatenate(kls))
+    n = kl.size
+    mean = float(kl.mean())
+    stderr = float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return KLDivergence(
+        kl_mean=mean, kl_mean_stderr=stderr, kl_median=float(np.median(kl)),
+        kl_p90=_percentile(kl, 0.90), kl_p99=_percentile(kl, 0.99), kl_p999=_percentile(kl, 0.999),
+        kl_max=float(kl[-1]), same_top=same / n, rms_dp=math.sqrt(sum_dp2 / n),
+        ppl_reference=math.exp(nll_p / n), ppl_candidate=math.exp(nll_q / n),
+        ln_ppl_ratio=(nll_q - nll_p) / n, tokens_scored=n, windows=int(w.size(0)), window=window,
+        protocol=protocol, description=describe_protocol(protocol, window, bos_id),
+        seconds=time.perf_counter() - start)

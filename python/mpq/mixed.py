@@ -119,13 +119,13 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
 
     base = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
                                max_windows=eval_windows or None, progress=progress,
-                               desc="ppl original")
+                               desc="ppl original").to_dict()
     genome = np.asarray(result.best)
     with KlFitness(loaded.model, cands, held[:1] if held.size(0) else calib[:1]) as judge:
         judge.apply(genome)
         quant = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
                                     max_windows=eval_windows or None, progress=progress,
-                                    desc="ppl mixed")
+                                    desc="ppl mixed").to_dict()
         if out:
             from .export import export_gguf
 

@@ -97,7 +97,7 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     t_calib = time.perf_counter()
 
     base = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
-                               max_windows=eval_windows, progress=progress, desc="ppl original")
+                               max_windows=eval_windows, progress=progress, desc="ppl original").to_dict()
     plan = {name: fmt.name for name in layers}
     with model_lib.apply_quantization(loaded.model, plan, _C.RtnOptions(mse_clip=mse_clip),
                                       progress=progress) as q:
@@ -111,7 +111,7 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
             }
         quant = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
                                     max_windows=eval_windows, progress=progress,
-                                    desc=f"ppl {fmt.name}")
+                                    desc=f"ppl {fmt.name}").to_dict()
 
     n_weights = sum(m.weight.numel() for m in layers.values())
     q_bytes = sum(v["bytes"] for v in per_layer.values())
