@@ -24,7 +24,9 @@ import mpq
 from mpq import data, evaluate, export, fitness, mixed, sensitivity
 from mpq.model import load_model, weight_tensors
 
-FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q4_0", "q4_1", "q5_0", "q5_1")
+# No q4_1/q5_1: SmolLM2's weights come from a Q4_1 file, so those formats store them losslessly
+# (proxy and KL exactly 0 at 5-6 bpw) and every search would just pick them back.
+FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q4_0", "q5_0")
 
 
 def mix_genome(cands, loaded, mix: str) -> np.ndarray:
