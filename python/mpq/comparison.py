@@ -147,6 +147,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     calib_ids = data.tokenize_file(loaded.tokenizer, calib_text, first=100 if same else None)
     eval_ids = data.tokenize_file(loaded.tokenizer, eval_text, skip=100 if same else 0)
     window = min(window, loaded.max_context)
+    eval_window = min(512, loaded.max_context)  # llama-perplexity's context, unless the model's is shorter
 
     files: list[tuple[str, str, str]] = []  # (label, kind, path)
     path = out / "original-f16.gguf"
@@ -174,7 +175,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     bos = getattr(loaded.tokenizer, "bos_id", None)
     rows = []
     for label, kind, path in files:
-        kl = evaluate.kl_divergence(loaded.model, path, eval_ids, protocol="llama.cpp", window=512,
+        kl = evaluate.kl_divergence(loaded.model, path, eval_ids, protocol="llama.cpp", window=eval_window,
                                     bos_id=bos, max_windows=eval_windows, n_threads=n_threads,
                                     n_gpu_layers=n_gpu_layers, progress=progress)
         stats = gguf_file_stats(path)
@@ -208,7 +209,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     report = {
         "model": {"name": loaded.name, "source": loaded.source},
         "protocol": {"text": eval_text, "windows": eval_windows,
-                     "perplexity": evaluate.describe_protocol("llama.cpp", 512, bos),
+                     "perplexity": evaluate.describe_protocol("llama.cpp", eval_window, bos),
                      "mmlu": None if mmlu_questions == 0 else
                      {"shots": mmlu_shots, "questions_per_subject": mmlu_questions,
                       "subjects": mmlu_subjects or "all 57"},

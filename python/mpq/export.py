@@ -287,7 +287,8 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
         loaded: the model and its tokenizer.
         path: output file (written to a temporary name, renamed when complete).
         plan: a format for every 2-D weight (e.g. "q8_0"), a dict GGUF tensor name -> format
-            (missing 2-D weights get f16; names are GGUF names such as "blk.0.attn_q.weight"), or
+            (missing 2-D weights get their `quantized` tensor's format, else f16; names are GGUF
+            names such as "blk.0.attn_q.weight"), or
             a Plan (e.g. mpq.llama_cpp_mix("Q4_K_M", export.model_spec(model))).
         imatrix: importance weights for the ggml formats, by GGUF tensor name.
         quantized: GGUF tensor name -> QuantizedTensor already computed (the bytes that were
@@ -317,7 +318,8 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
     layout = []
     for name, t in tensors:
         if _is_quantizable(name, t):
-            requested = plan.get(name, "f16") if isinstance(plan, dict) else plan
+            default = quantized[name].format if name in quantized else "f16"
+            requested = plan.get(name, default) if isinstance(plan, dict) else plan
             fmt = _C.find_format(requested)
             if fmt.family != _C.FormatFamily.GGML:
                 raise ValueError(f"{name}: {requested} is not a llama.cpp format and cannot be stored in GGUF")

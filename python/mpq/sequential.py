@@ -12,7 +12,9 @@ in and fold them into the preceding operation (RMSNorm weight, or the rows of at
 before anything in the block is quantized, so that the folded weights are the ones quantized.
 
 Only one block is on the compute device at a time: with `offload=True` every other block stays in
-host memory, so peak device memory is about one block plus the calibration activations.
+host memory, so peak device memory is about one block plus the calibration activations. A model
+from mpq.streaming.load_streamed() keeps its blocks on disk: each is read just before it is
+quantized and its linear weights dropped after, so host memory holds one block at a time too.
 The model is modified in place: its linear weights become the dequantized results (and folded
 norms change); `SequentialResult.results` holds the QuantizedTensors a GGUF export writes.
 """
@@ -27,6 +29,7 @@ from torch import nn
 
 from . import _C
 from .experts import make_expert
+from .streaming import block_store
 
 # Groups of layers that read one input, in execution order: (llama.cpp roles, HF module paths,
 # the module producing their input: an RMSNorm or a linear whose rows can absorb a scale).
@@ -179,6 +182,8 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
             act_order=True))); other names come from mpq.make_expert(name).
         device: where blocks are computed (default: the model's device).
         offload: keep blocks in host memory and move each to `device` only while it is quantized.
+            A streamed model (mpq.streaming.load_streamed) reads each block from disk instead and
+            drops its linear weights after; it can then be exported, not run.
         progress: show a progress bar with ETA.
 
     Returns:
@@ -206,18 +211,23 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
         torch.cuda.reset_peak_memory_stats(device)
 
     batches = list(batches)
-    if offload:
+    store = block_store(model)
+    dtype = model.model.embed_tokens.weight.dtype
+    if offload or store is not None:
         # Everything but the blocks (embeddings, final norm, head) is needed on the device.
         for name, child in model.model.named_children():
             if name != "layers":
                 child.to(device)
-        layers.to("cpu")
+        if store is None:
+            layers.to("cpu")
     else:
         model.to(device)
     hidden, kwargs_list = _block_inputs(model, batches, device)
     result = SequentialResult()
     for i in tqdm(range(len(layers)), desc="quantize blocks", unit="block",
                   disable=not progress):
+        if store is not None:
+            store.load_block(layers[i], i, device, dtype)
         block = layers[i].to(device)
         groups = []
         for roles, paths, producer in _GROUPS:
@@ -229,9 +239,15 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
         for members, producer in groups:
             _quantize_group(block, members, choices, experts, hidden, kwargs_list, result)
         hidden = _run_block(block, hidden, kwargs_list)
-        if offload:
+        if store is not None:
+            store.release_block(block)
+        elif offload:
             layers[i].to("cpu")
-    if offload:
+    if store is not None:
+        for name, child in model.model.named_children():
+            if name != "layers":
+                child.to(home)
+    elif offload:
         model.to(home)
     if device.type == "cuda":
         result.peak_device_bytes = torch.cuda.max_memory_allocated(device)
