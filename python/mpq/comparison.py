@@ -167,8 +167,12 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     if mixed_bpw is not None:
         target = gguf_file_stats(files[1][2])["bpw"] if mixed_bpw == "match" else float(mixed_bpw)
         path, table_path = out / f"mixed-{target:.2f}bpw.gguf", out / "sensitivity_table.json"
+        from .mixed import quantize_mixed
+
         opts = {"calib_windows": calib_windows, "window": window, **(mixed_options or {})}
-        mixed_report = _mixed(loaded, target, path, table_path, calib_text, eval_text, opts, progress)
+        mixed_report = quantize_mixed(loaded, target_bpw=target, out=str(path), calib_text=calib_text,
+                                      eval_text=eval_text, evaluate_model=False, table=str(table_path),
+                                      progress=progress, **opts)
         files.append((f"mpq mixed {mixed_report['result']['bits_per_weight']:.2f} bpw", "mixed", str(path)))
     files += [(Path(g).stem, "given", os.fspath(g)) for g in ggufs]
 
@@ -222,11 +226,3 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     (out / "compare.md").write_text(table)
     return report
 
-
-def _mixed(loaded, target: float, path: Path, table_path: Path, calib_text: str, eval_text: str,
-           opts: dict, progress: bool) -> dict:
-    from .mixed import quantize_mixed
-
-    return quantize_mixed(loaded, target_bpw=target, out=str(path), calib_text=calib_text,
-                          eval_text=eval_text, evaluate_model=False, table=str(table_path),
-                          progress=progress, **opts)
