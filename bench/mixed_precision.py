@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--mixes", nargs="*", default=["Q2_K", "Q4_K_M"], help="llama.cpp mixes scored at their own size")
     ap.add_argument("--calib-windows", type=int, default=32)
     ap.add_argument("--kl-windows", type=int, default=8, help="held-out calibration windows for the KL fitness")
+    ap.add_argument("--kl-window", type=int, default=256, help="tokens per KL fitness window")
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 4], help="KL fitness sequences per stage")
     ap.add_argument("--population", type=int, default=20)
     ap.add_argument("--generations", type=int, default=12)
@@ -106,8 +107,8 @@ def main() -> None:
     loaded = load_model(args.model)
     text = data.data_dir() / "text"
     calib_ids = data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_valid.txt")
-    wins = data.windows(calib_ids, args.window, args.calib_windows + args.kl_windows)
-    calib, held = wins[:args.calib_windows], wins[args.calib_windows:]
+    calib = data.windows(calib_ids, args.window, args.calib_windows)
+    held = data.windows(calib_ids[calib.numel():], args.kl_window, args.kl_windows)
     test_wins = data.windows(data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_test.txt"),
                              args.window, args.eval_windows + args.kl_windows)
     tests = {"wikitext2": test_wins[:args.eval_windows],
@@ -122,7 +123,8 @@ def main() -> None:
                          for i in range(table.num_tensors)], dtype=np.int32)
     mixes = {m: g for m in MIXES if (g := mix_genome(cands, loaded, m)) is not None}
     meta = {"model": loaded.name, "calib_windows": args.calib_windows, "window": args.window,
-            "kl_windows": args.kl_windows, "stages": args.stages, "population": args.population,
+            "kl_windows": args.kl_windows, "kl_window": args.kl_window, "stages": args.stages,
+            "population": args.population,
             "generations": args.generations, "table_seconds": round(time.perf_counter() - t, 1),
             "eval_windows": {k: int(v.size(0)) for k, v in tests.items()},
             "smallest_bpw": table.bits_per_weight(lowest),

@@ -129,7 +129,8 @@ def quantize(*args, **kwargs):
 
 
 def compare(*args, **kwargs):
-    """Original vs uniform mixes vs mixed precision, measured in llama.cpp (see :func:`mpq.comparison.compare`)."""
+    """Original vs uniform mixes vs mixed precision, each file run by llama.cpp
+    (see :func:`mpq.comparison.compare`)."""
     from .comparison import compare as _compare
 
     return _compare(*args, **kwargs)

@@ -115,8 +115,12 @@ def _run_compare(args) -> int:
     from . import _C
     from .comparison import compare
 
-    mixed = None if args.mixed_bpw.lower() == "none" else \
-        ("match" if args.mixed_bpw == "match" else float(args.mixed_bpw))
+    mixed = {"none": None, "match": "match"}.get(args.mixed_bpw.lower(), args.mixed_bpw)
+    if mixed not in (None, "match"):
+        try:
+            mixed = float(mixed)
+        except ValueError:
+            raise ValueError(f"--mixed-bpw takes a number, 'match' or 'none', not '{args.mixed_bpw}'") from None
     ga = _C.GaOptions(population=args.population, generations=args.generations, seed=args.seed)
     r = compare(args.model, tokenizer=args.tokenizer, ggufs=args.gguf, uniform=args.uniform,
                 mixed_bpw=mixed, out_dir=args.out_dir, imatrix=not args.no_imatrix,
@@ -133,8 +137,9 @@ def _run_compare(args) -> int:
     if args.verbose:
         for row in r["rows"]:
             if "mmlu" in row["details"]:
-                cats = ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in row["details"]["mmlu"]["categories"].items())
-                print(f"mmlu       {row['label']}: {cats}")
+                cats = row["details"]["mmlu"]["categories"]
+                print(f"mmlu       {row['label']}: " +
+                      ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in cats.items()))
         if r["mixed"]:
             counts = r["mixed"]["result"]["option_counts"]
             print("mixed      " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))

@@ -88,3 +88,5 @@ def test_bad_input_names_what_is_wrong(tmp_path, stories):
         mpq.compare(stories, uniform=[], mixed_bpw="match", out_dir=tmp_path)
     r = run_mpq("compare", "--model", str(tmp_path / "missing.bin"), "-q", cwd=tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run_mpq("compare", "--mixed-bpw", "lots", "-q", cwd=tmp_path)
+    assert r.returncode == 2 and "--mixed-bpw takes a number, 'match' or 'none', not 'lots'" in r.stderr
