@@ -10,6 +10,8 @@ quantized=result.quantized) writes the whole file.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 from pathlib import Path
@@ -74,6 +76,18 @@ class BlockStore:
             if isinstance(m, nn.Linear):
                 m.weight = nn.Parameter(torch.empty(m.weight.shape, device="meta", dtype=m.weight.dtype),
                                         requires_grad=False)
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hands freed memory back to the system. glibc serves allocations of a few MB from its heap
+    once its mmap threshold has grown (it does after the first large frees) and keeps them after
+    they are freed, so without this the resident size grows by every block's weights
+    (measured: 1.84 GiB instead of 1.14 GiB over 16 Qwen3-0.6B-wide blocks). No-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def block_store(model: nn.Module) -> BlockStore | None:
