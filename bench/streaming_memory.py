@@ -5,7 +5,8 @@ Random weights with Qwen3-0.6B's widths (hidden 1024, MLP 3072, 16/8 heads of 12
 151,936, tied embeddings) and a growing number of decoder blocks, saved in bf16. Each run is a
 fresh process (its peak resident memory is the figure): load, quantize every block linear to
 Q4_K (the k-quant expert, no calibration statistics needed, so the figure is the pipeline's own),
-export the GGUF file. The two files must be identical.
+export the GGUF file. Resident memory after each step and the peak are reported; the two files
+must be identical.
 
     python bench/streaming_memory.py --layers 4 16
 """
@@ -28,12 +29,17 @@ def child(directory: str, mode: str, out: str) -> None:
     from mpq import export, streaming
     from mpq import model as mm
 
+    def gib() -> dict:  # resident now (Linux /proc) and peak so far
+        return {"rss": int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30,
+                "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
     lm = streaming.load_streamed(directory) if mode == "streamed" else mm.load_model(directory)
+    loaded = gib()
     batches = torch.randint(0, 151936, (2, 128), generator=torch.Generator().manual_seed(0)).split(1)
     res = mpq.quantize_sequential(lm.model, batches, expert="kquant", format="q4_k", progress=False)
+    quantized = gib()
     export.export_gguf(lm, out, {"token_embd.weight": "q6_k"}, quantized=res.quantized, progress=False)
-    print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-                      "seconds": res.seconds}))
+    print(json.dumps({"loaded": loaded, "quantized": quantized, "exported": gib(), "seconds": res.seconds}))
 
 
 def save_model(directory: str, layers: int) -> int:
@@ -85,12 +91,15 @@ def main() -> None:
                                                 shallow=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| blocks | parameters | safetensors (bf16) GiB | peak RSS in memory GiB | peak RSS streamed GiB | "
-          "same GGUF |")
-    print("|---|---|---|---|---|---|")
+    print("\n| blocks | parameters | safetensors (bf16) GiB | mode | resident after loading | "
+          "resident after quantizing | peak, export included | same GGUF |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['layers']} | {r['parameters'] / 1e6:.0f} M | {r['safetensors_gib']:.2f} | "
-              f"{r['memory']['peak_rss_gib']:.2f} | {r['streamed']['peak_rss_gib']:.2f} | {r['identical_gguf']} |")
+        for mode in ("memory", "streamed"):
+            m = r[mode]
+            print(f"| {r['layers']} | {r['parameters'] / 1e6:.0f} M | {r['safetensors_gib']:.2f} | {mode} | "
+                  f"{m['loaded']['rss']:.2f} GiB | {m['quantized']['rss']:.2f} GiB | {m['exported']['peak']:.2f} GiB | "
+                  f"{r['identical_gguf']} |")
 
 
 if __name__ == "__main__":
