@@ -154,11 +154,14 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     export.export_gguf(loaded, path, "f16", progress=progress)
     files.append(("original (F16)", "original", str(path)))
     spec = export.model_spec(loaded.model)
-    imat = None
-    if uniform and imatrix:
+    # One calibration pass feeds the mixes' importance matrix and the search's table (the same
+    # windows quantize_mixed takes; "output" is the tied embedding's statistics there).
+    cal = imat = None
+    if (uniform and imatrix) or mixed_bpw is not None:
+        layers = {**model_lib.linear_layers(loaded.model), "output": loaded.model.get_output_embeddings()}
         cal = model_lib.calibrate(loaded.model, data.windows(calib_ids, window, calib_windows).split(4),
-                                  progress=progress)
-        imat = cal.imatrix(chunk_size=window)
+                                  layers=layers, progress=progress)
+        imat = cal.imatrix(chunk_size=window) if uniform and imatrix else None
     for mix in uniform:
         path = out / f"uniform-{mix.lower()}.gguf"
         export.export_gguf(loaded, path, _C.llama_cpp_mix(mix, spec), imatrix=imat, progress=progress)
@@ -170,9 +173,10 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
         from .mixed import quantize_mixed
 
         opts = {"calib_windows": calib_windows, "window": window, **(mixed_options or {})}
+        same_windows = (opts["calib_windows"], opts["window"]) == (calib_windows, window)
         mixed_report = quantize_mixed(loaded, target_bpw=target, out=str(path), calib_text=calib_text,
                                       eval_text=eval_text, evaluate_model=False, table=str(table_path),
-                                      progress=progress, **opts)
+                                      calibrator=cal if same_windows else None, progress=progress, **opts)
         files.append((f"mpq mixed {mixed_report['result']['bits_per_weight']:.2f} bpw", "mixed", str(path)))
     files += [(Path(g).stem, "given", os.fspath(g)) for g in ggufs]
 

@@ -66,6 +66,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                    eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
                    eval_windows: int | None = 40, batch_size: int = 4, device: str = "cpu",
                    evaluate_model: bool = True, table: str | None = None,
+                   calibrator: "_C.Calibrator | None" = None,
                    report: str | None = None, progress: bool = True) -> dict:
     """The whole pipeline for one budget; returns the report (also written to `report`).
 
@@ -85,6 +86,8 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         evaluate_model: measure perplexity before and after on the evaluation text (False skips it,
             e.g. when `mpq compare` measures the GGUF file itself).
         table: where to save the sensitivity table (mpq.CandidateTable.load reads it back).
+        calibrator: statistics of the calibration windows already gathered (every linear and
+            "output"), as build_candidates takes them; None: gathered here.
     """
     from .pipeline import _default_texts, _write_json
 
@@ -107,7 +110,8 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                          f"{max(kl_stages)} fitness windows of {window} tokens")
 
     labels = option_labels(experts, formats)
-    cands = build_candidates(loaded.model, calib.split(batch_size), labels, progress=progress)
+    cands = build_candidates(loaded.model, calib.split(batch_size), labels, calibrator=calibrator,
+                             progress=progress)
     if table:
         cands.table.save(os.fspath(table))
     t_sens = time.perf_counter()
