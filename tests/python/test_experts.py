@@ -152,6 +152,34 @@ def test_gptq_on_device(device):
         assert mpq.output_error(w, dev, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.03)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_gptq_cuda_kernel_matches_the_cpu_loop():
+    """GPTQ's CUDA kernel (a warp per row) rounds as the CPU loop does; only the lazy block updates
+    (a matrix product in cuBLAS vs the CPU's BLAS) differ in their last bits."""
+    from mpq import _build_info
+
+    if not _build_info.CUDA_KERNELS:
+        pytest.skip("mpq was built without its CUDA kernels (no nvcc at build time)")
+    x = correlated_inputs(4096, 320, seed=5)
+    w = torch.randn(96, 320, generator=torch.Generator().manual_seed(6)) * 0.05
+    h = stats_for(x).hessian()
+    # Blocks of 32 .. 256 columns (320 leaves a short last block), one past the kernel's limit
+    # (the ATen path), act-order, and each kind of grid: linear, symmetric, k-quant, IQ4's table.
+    cases = [("int4_g64", 128, False), ("int3_g32_sym", 32, False), ("int4_g64", 100, True),
+             ("int8", 256, False), ("iq4_nl", 64, False), ("q4_0", 320, False)]
+    for fmt, block, act_order in cases:
+        opts = mpq.GptqOptions(block_size=block, act_order=act_order)
+        cpu = mpq.dequantize(mpq.gptq_quantize(w, h, fmt, opts).quantized).float()
+        gpu = mpq.dequantize(mpq.gptq_quantize(w.cuda(), h.cuda(), fmt, opts).quantized).float().cpu()
+        assert (gpu == cpu).float().mean() > 0.99, (fmt, block, act_order)
+        assert mpq.output_error(w, gpu, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.01)
+    w256 = torch.randn(32, 512, generator=torch.Generator().manual_seed(7)) * 0.05
+    h256 = stats_for(correlated_inputs(2048, 512, seed=8)).hessian()
+    cpu = mpq.gptq_quantize(w256, h256, "q4_k").quantized
+    gpu = mpq.gptq_quantize(w256.cuda(), h256.cuda(), "q4_k").quantized
+    assert (mpq.dequantize(gpu).float().cpu() == mpq.dequantize(cpu).float()).float().mean() > 0.99
+
+
 def test_gptq_dead_columns_damping_and_bad_input():
     x = correlated_inputs(1024, 128)
     x[:, 5] = 0

@@ -1,9 +1,10 @@
 // GPTQ's column loop (IST-DASLab/gptq, gptq.py) over any format's grid (gptq_groups.h).
 //
 // Within a block of columns every row is independent: row r's rounding errors only update row r.
-// The CPU path therefore runs the whole block per row on ATen's thread pool; other devices run it
-// column by column in ATen ops. Between blocks, the pending updates of the remaining columns are
-// one matrix product (the lazy batch update).
+// The CPU path therefore runs the whole block per row on ATen's thread pool, CUDA a warp per row
+// (cuda/gptq_block.cu, when mpq is built with CUDA), other devices column by column in ATen ops.
+// Between blocks, the pending updates of the remaining columns are one matrix product (the lazy
+// batch update).
 #include <mpq/gptq.h>
 
 #include <algorithm>
@@ -18,7 +19,13 @@
 
 #include "core/checks.h"
 #include "experts/expert_util.h"
+#include "experts/cuda/gptq_block.h"
 #include "experts/gptq_groups.h"
+
+#ifdef MPQ_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace mpq {
 namespace {
@@ -55,7 +62,32 @@ void block_cpu(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1
   });
 }
 
-// The same in ATen ops, column by column, for accelerators.
+#ifdef MPQ_WITH_CUDA
+// The same as one CUDA kernel launch (w1 and the operands on the current CUDA device). False when
+// this build has no kernel image for the device (an older GPU): the caller falls back to ATen.
+bool block_cuda(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1,
+                const at::Tensor& offset1, at::Tensor& err1, at::Tensor& codes1, int64_t a,
+                int64_t b, const GptqGroups& groups, std::string_view name) {
+  const ggml::GridInfo& g = groups.grid();
+  const c10::cuda::CUDAGuard guard(w1.device());
+  const int code = detail::cuda::gptq_block(
+      w1.data_ptr<float>(), scale1.data_ptr<float>(), offset1.data_ptr<float>(),
+      err1.data_ptr<float>(), codes1.data_ptr<int32_t>(), hinv1.data_ptr<float>(), w1.size(0),
+      w1.size(1), a, b, g.qmin, g.qmax, g.zero_code, g.levels != nullptr,
+      c10::cuda::getCurrentCUDAStream(w1.device().index()).stream());
+  if (code == detail::cuda::kNoKernelImage) return false;
+  TORCH_CHECK(code == 0, name, ": GPTQ's CUDA kernel failed to launch: ",
+              detail::cuda::error_string(code));
+  return true;
+}
+#else
+bool block_cuda(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&,
+                at::Tensor&, int64_t, int64_t, const GptqGroups&, std::string_view) {
+  return false;  // built without CUDA kernels
+}
+#endif
+
+// The same in ATen ops, column by column, for other accelerators.
 void block_device(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1,
                   const at::Tensor& offset1, at::Tensor& err1, at::Tensor& codes1, int64_t a,
                   int64_t b, const GptqGroups& groups, const at::Tensor& levels) {
@@ -192,6 +224,7 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   int64_t bs = options.block_size;
   if (!fixed && bs % gs != 0 && gs % bs != 0) bs = gs;
   const bool cpu = dev.is_cpu();
+  bool cuda = dev.is_cuda() && bs <= detail::cuda::kMaxBlock;  // until the kernel declines
   at::Tensor levels;  // the IQ4 table, for the device path
   if (groups->grid().levels != nullptr) {
     const ggml::GridInfo& g = groups->grid();
@@ -225,7 +258,8 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
       at::Tensor o1 = offset.narrow(1, i1, bw).contiguous();
       if (cpu) {
         block_cpu(w1, hinv1, s1, o1, err1, codes1, a, b, *groups);
-      } else {
+      } else if (!(cuda && block_cuda(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, name))) {
+        cuda = false;
         block_device(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, levels);
       }
       a = b;
