@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--eval-windows", type=int, default=40)
     ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--device", default="cpu", help="where the torch side runs (cpu, cuda)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--gguf-dir", default=None, help="export every plan there and re-measure it in llama.cpp")
     ap.add_argument("--bpw", type=float, nargs="*", default=[3.0, 3.5],
@@ -104,7 +105,7 @@ def main() -> None:
         return
     torch.manual_seed(0)
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=args.device)
     text = data.data_dir() / "text"
     calib_ids = data.tokenize_file(loaded.tokenizer, text / "wikitext2_raw_valid.txt")
     calib = data.windows(calib_ids, args.window, args.calib_windows)
@@ -122,7 +123,7 @@ def main() -> None:
     lowest = np.asarray([min((table.cell(i, o)[0], o) for o in range(table.num_options) if table.available(i, o))[1]
                          for i in range(table.num_tensors)], dtype=np.int32)
     mixes = {m: g for m in MIXES if (g := mix_genome(cands, loaded, m)) is not None}
-    meta = {"model": loaded.name, "calib_windows": args.calib_windows, "window": args.window,
+    meta = {"model": loaded.name, "device": args.device, "calib_windows": args.calib_windows, "window": args.window,
             "kl_windows": args.kl_windows, "kl_window": args.kl_window, "stages": args.stages,
             "population": args.population,
             "generations": args.generations, "table_seconds": round(time.perf_counter() - t, 1),

@@ -70,7 +70,7 @@ void bind_expert(py::module_& m) {
       .def_readwrite("weight_mse", &ExpertResult::weight_mse)
       .def_readwrite("output_error", &ExpertResult::output_error)
       .def_readwrite("note", &ExpertResult::note)
-      .def("effective_weight", &effective_weight,
+      .def("effective_weight", [](const ExpertResult& r) { return effective_weight(r); },
            "dequantize(quantized) / input_scale: the weight this result stands for.")
       .def("fill_errors",
            [](ExpertResult& r, const at::Tensor& weight, std::optional<at::Tensor> hessian) {

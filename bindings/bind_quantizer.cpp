@@ -51,6 +51,10 @@ void bind_quantizer(py::module_& m) {
         return py::make_tuple(q.rows, q.cols);
       })
       .def_property_readonly("nbytes", &QuantizedTensor::nbytes)
+      .def(
+          "to", [](const QuantizedTensor& q, const std::string& device) { return q.to(at::Device(device)); },
+          py::arg("device"),
+          "A copy with its tensors on `device` (e.g. \"cuda\"); mpq.dequantize runs where the codes are.")
       .def("__repr__", &QuantizedTensor::to_string);
 
   m.def(

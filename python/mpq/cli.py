@@ -102,6 +102,8 @@ def _compare_parser(sub) -> None:
     p.add_argument("--speed-reps", type=int, default=3, help="llama-bench repetitions")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all CPUs)")
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="device of the torch side: calibration, search, reference logits")
     p.add_argument("--fitness", default="kl", choices=["kl", "proxy"], help="mixed search fitness")
     p.add_argument("--population", type=int, default=20, help="genetic search population")
     p.add_argument("--generations", type=int, default=12, help="genetic search generations")
@@ -129,7 +131,8 @@ def _run_compare(args) -> int:
                 mmlu_questions=None if args.mmlu_questions < 0 else args.mmlu_questions,
                 mmlu_shots=args.mmlu_shots, mmlu_subjects=args.mmlu_subjects, speed=not args.no_speed,
                 speed_repetitions=args.speed_reps, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                mixed_options={"fitness": args.fitness, "ga_options": ga}, progress=not args.quiet)
+                mixed_options={"fitness": args.fitness, "ga_options": ga}, device=args.device,
+                progress=not args.quiet)
     print(f"model      {r['model']['name']} ({r['model']['source']})")
     print(f"protocol   {r['protocol']['perplexity']}, {r['protocol']['windows']} windows of {r['protocol']['text']}")
     print()

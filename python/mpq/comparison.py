@@ -96,7 +96,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
             speed_repetitions: int = 3, n_prompt: int = 512, n_gen: int = 128,
             n_threads: int | None = None, n_gpu_layers: int = 0,
             mixed_options: dict | None = None, tokenizer: str | None = None,
-            progress: bool = True) -> dict:
+            device: str = "cpu", progress: bool = True) -> dict:
     """Builds the files to compare and measures them all the same way (see the module docstring).
 
     Args:
@@ -116,6 +116,8 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
         speed, speed_repetitions, n_prompt, n_gen: llama-bench runs (speed=False skips them).
         n_threads, n_gpu_layers: llama.cpp settings for every measurement.
         mixed_options: more keyword arguments for mpq.quantize_mixed (fitness, ga_options, ...).
+        device: where the torch side runs (calibration, search, the reference logits); llama.cpp
+            uses the GPU through n_gpu_layers.
         progress: progress bars.
 
     Returns:
@@ -140,7 +142,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
         raise ValueError(f"unknown llama.cpp mix {unknown[0]!r} (known: {', '.join(_C.llama_cpp_mix_names())})")
 
     loaded = model if isinstance(model, model_lib.LoadedModel) else \
-        model_lib.load_model(model, tokenizer=tokenizer)
+        model_lib.load_model(model, tokenizer=tokenizer, device=device)
     default_calib, default_eval = _default_texts(loaded)
     calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
     same = os.path.abspath(calib_text) == os.path.abspath(eval_text) and data.is_tinystories(calib_text)

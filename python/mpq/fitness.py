@@ -62,7 +62,10 @@ class KlFitness:
             self.modules[tensor].weight.data = w
         else:
             key = (self.candidates.table.tensor_name(tensor), self.candidates.table.options[option])
-            self.modules[tensor].weight.data = _C.dequantize(self.candidates.quantized[key]).to(w.device, w.dtype)
+            q = self.candidates.quantized[key]
+            if w.device.type != "cpu":  # dequantize on the device: fewer bytes to move
+                q = q.to(str(w.device))
+            self.modules[tensor].weight.data = _C.dequantize(q).to(w.device, w.dtype)
         self.applied[tensor] = option
 
     def apply(self, genome) -> None:

@@ -148,7 +148,7 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
                 # it without an importance matrix, and so does kquant_imatrix here.
                 ex = experts.setdefault("kquant", make_expert("kquant"))
             r = ex.quantize([_C.ExpertLayer(name, weight, fmt.name)], stats, False)[0]
-            approx = _C.dequantize(r.quantized).to(weight.device, torch.float32)
+            approx = _C.dequantize(r.quantized.to(str(weight.device))).to(torch.float32)
             if name == "token_embd":
                 d = (approx - weight.float()).pow(2).sum(1).double().cpu()
                 proxy = 2.0 * float((freq * d).sum())

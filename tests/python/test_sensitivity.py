@@ -96,6 +96,29 @@ def test_ga_with_kl_beats_knapsack_on_held_out_text(stories, windows, cands):
         assert held_out.kl(r.best) < 0.8 * held_out.kl(k.genome)
 
 
+def test_table_and_kl_search_on_device(stories, windows, cands, device):
+    """The table built on an accelerator holds the CPU table's bytes and nearly its proxies (GPTQ's
+    sums run in another order there), and the KL-fitness search runs there under the budget."""
+    import copy
+
+    model = copy.deepcopy(stories.model).to(device)
+    dev = sensitivity.build_candidates(model, [w.to(device) for w in windows[:8].split(4)], LABELS,
+                                       progress=False)
+    t, ref = dev.table, cands.table
+    for i in range(t.num_tensors):
+        for o in range(t.num_options):
+            assert t.available(i, o) == ref.available(i, o)
+            if ref.available(i, o):
+                assert t.cell(i, o)[0] == ref.cell(i, o)[0]
+                assert t.cell(i, o)[1] == pytest.approx(ref.cell(i, o)[1], rel=0.02, abs=1e-9)
+    budget = mpq.Budget("bpw", 4.0)
+    with fitness.KlFitness(model, dev, windows[8:12].to(device), stages=[2, 4]) as f:
+        opts = mpq.GaOptions(population=6, generations=3)
+        opts.survivors = [6, 2]
+        r = mixed.search(dev, budget, fitness=f, options=opts, progress=False)
+    assert r.bits_per_weight <= 4.0 and math.isfinite(r.fitness)
+
+
 def test_measured_kl_ranking_and_plots(stories, windows, cands, tmp_path):
     """KL cells: quantizing one tensor to 2 bits hurts more than to 8 bits; the save/load round
     trip keeps them; the ranking puts the most damaged tensors first; the pictures are written."""

@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,9 +85,10 @@ double output_error(const at::Tensor& weight, const at::Tensor& approx, const at
 // Fills a result's errors from the original weight and, when given, the Hessian.
 void fill_errors(ExpertResult& result, const at::Tensor& weight, const at::Tensor& hessian);
 
-// The weight a result stands for: dequantize(quantized) / input_scale (float32, on the device
-// of the codes).
-at::Tensor effective_weight(const ExpertResult& result);
+// The weight a result stands for: dequantize(quantized) / input_scale (float32, on `device`,
+// by default the device of the codes).
+at::Tensor effective_weight(const ExpertResult& result,
+                            std::optional<at::Device> device = std::nullopt);
 
 // "rtn": integer formats by round-to-nearest (RtnOptions), ggml formats by llama.cpp's reference
 // quantizer; no statistics needed.

@@ -30,6 +30,9 @@ struct QuantizedTensor {
 
   // Bytes of the stored form (Format::bytes); the tensors above keep zero points unpacked.
   int64_t nbytes() const;
+  // A copy with its tensors on `device`: dequantize() runs where the codes are, and the packed
+  // bytes are cheaper to move than the float weights.
+  QuantizedTensor to(const at::Device& device) const;
   // Throws ValueError if the fields are inconsistent with each other or with the format.
   void validate() const;
   std::string to_string() const;

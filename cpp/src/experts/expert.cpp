@@ -90,13 +90,13 @@ double output_error(const at::Tensor& weight, const at::Tensor& approx, const at
 }
 
 void fill_errors(ExpertResult& result, const at::Tensor& weight, const at::Tensor& hessian) {
-  at::Tensor approx = effective_weight(result).to(weight.device());
+  at::Tensor approx = effective_weight(result, weight.device());
   result.weight_mse = (weight.to(at::kFloat) - approx).pow(2).mean().item<double>();
   if (hessian.defined()) result.output_error = output_error(weight, approx, hessian);
 }
 
-at::Tensor effective_weight(const ExpertResult& result) {
-  at::Tensor w = dequantize(result.quantized, at::kFloat);
+at::Tensor effective_weight(const ExpertResult& result, std::optional<at::Device> device) {
+  at::Tensor w = dequantize(device ? result.quantized.to(*device) : result.quantized, at::kFloat);
   if (result.input_scale.defined()) w = w / result.input_scale.to(w.device()).unsqueeze(0);
   return w;
 }

@@ -99,6 +99,14 @@ std::string RtnOptions::to_string() const {
 
 int64_t QuantizedTensor::nbytes() const { return find_format(format).bytes(rows, cols); }
 
+QuantizedTensor QuantizedTensor::to(const at::Device& device) const {
+  QuantizedTensor r = *this;
+  r.codes = codes.to(device);
+  if (scales.defined()) r.scales = scales.to(device);
+  if (zeros.defined()) r.zeros = zeros.to(device);
+  return r;
+}
+
 void QuantizedTensor::validate() const {
   const Format f = find_format(format);
   const std::string what = "QuantizedTensor(" + format + ")";
