@@ -56,17 +56,7 @@ llama_python() {  # llama_cpp's Python code (pure Python) from the same source, 
   [ -d $S/py/diskcache ] || python3 -m pip install -q --no-index --no-deps --target $S/py $S/wheels/diskcache-*.whl
 }
 
-if [ "$part" = 1 ]; then
-  nvidia-smi -L; nproc
-  python3 -c "import torch, transformers; print('torch', torch.__version__, torch.version.cuda, 'transformers', transformers.__version__)"
-  cp .carry/smol.part1 $S/ && cp -r .carry/data $S/ && cp -r .carry/peer_wheels $S/wheels
-  ( build_llama 10; echo "llama.cpp build rc=$?" >> $OUT/session.log ) &
-  LLAMA_PID=$!
-  build_mpq || exit 1
-  say "CUDA tests"
-  timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_import.py tests/python/test_format.py \
-    "tests/python/test_experts.py" tests/python/test_sensitivity.py tests/python/test_sequential.py \
-    -k "import or libstdcxx or register or gptq or device" 2>&1 | tail -15 | tee $OUT/pytest.txt
+gptq_bench() {  # GPTQ per layer against llm-compressor's, and where one layer's time goes
   say "GPTQ per layer vs llm-compressor"
   python3 -m pip install -q --no-index --no-deps --no-compile --target $S/peer_site $S/wheels/*.whl > /dev/null 2>&1
   PYTHONPATH=$S/peer_site timeout 150 python3 bench/gptq_gpu.py --device cuda --reps 5 2>&1 | tee $OUT/gptq_gpu.jsonl | tail -6
@@ -87,6 +77,29 @@ print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
 PY
   tail -45 $OUT/gptq_profile.txt | head -30
+}
+
+if [ "$part" = gptq ]; then  # a third call (carry .carry/peer_wheels): GPTQ on CUDA only
+  mkdir -p $S/wheels && cp .carry/peer_wheels/*.whl $S/wheels/ && cp -r .carry/data $S/
+  build_mpq || exit 1
+  timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_import.py tests/python/test_experts.py \
+    tests/python/test_sequential.py -k "libstdcxx or gptq or device" 2>&1 | tail -8 | tee $OUT/pytest.txt
+  gptq_bench
+  exit 0
+fi
+
+if [ "$part" = 1 ]; then
+  nvidia-smi -L; nproc
+  python3 -c "import torch, transformers; print('torch', torch.__version__, torch.version.cuda, 'transformers', transformers.__version__)"
+  cp .carry/smol.part1 $S/ && cp -r .carry/data $S/ && cp -r .carry/peer_wheels $S/wheels
+  ( build_llama 10; echo "llama.cpp build rc=$?" >> $OUT/session.log ) &
+  LLAMA_PID=$!
+  build_mpq || exit 1
+  say "CUDA tests"
+  timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_import.py tests/python/test_format.py \
+    "tests/python/test_experts.py" tests/python/test_sensitivity.py tests/python/test_sequential.py \
+    -k "import or libstdcxx or register or gptq or device" 2>&1 | tail -15 | tee $OUT/pytest.txt
+  gptq_bench
   for size in 0.6b 1.7b 4b; do
     need=$([ $size = 4b ] && echo 200 || echo 90)
     if [ "$(left)" -lt $need ]; then say "search scale $size: skipped ($(left) s left)"; continue; fi

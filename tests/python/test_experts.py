@@ -154,8 +154,9 @@ def test_gptq_on_device(device):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_gptq_cuda_kernel_matches_the_cpu_loop():
-    """GPTQ's CUDA kernel (a warp per row) rounds as the CPU loop does; only the lazy block updates
-    (a matrix product in cuBLAS vs the CPU's BLAS) differ in their last bits."""
+    """GPTQ's CUDA kernel (a warp per row, integer groups fitted inside it) rounds as the CPU loop
+    does; the inverse Hessian factor (float32 on GPUs, float64 on the CPU) and the lazy block
+    updates (cuBLAS vs the CPU's BLAS) differ in their last bits, which moves a few codes."""
     from mpq import _build_info
 
     if not _build_info.CUDA_KERNELS:
@@ -171,13 +172,13 @@ def test_gptq_cuda_kernel_matches_the_cpu_loop():
         opts = mpq.GptqOptions(block_size=block, act_order=act_order)
         cpu = mpq.dequantize(mpq.gptq_quantize(w, h, fmt, opts).quantized).float()
         gpu = mpq.dequantize(mpq.gptq_quantize(w.cuda(), h.cuda(), fmt, opts).quantized).float().cpu()
-        assert (gpu == cpu).float().mean() > 0.99, (fmt, block, act_order)
-        assert mpq.output_error(w, gpu, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.01)
+        assert (gpu == cpu).float().mean() > 0.98, (fmt, block, act_order)
+        assert mpq.output_error(w, gpu, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.02)
     w256 = torch.randn(32, 512, generator=torch.Generator().manual_seed(7)) * 0.05
     h256 = stats_for(correlated_inputs(2048, 512, seed=8)).hessian()
     cpu = mpq.gptq_quantize(w256, h256, "q4_k").quantized
     gpu = mpq.gptq_quantize(w256.cuda(), h256.cuda(), "q4_k").quantized
-    assert (mpq.dequantize(gpu).float().cpu() == mpq.dequantize(cpu).float()).float().mean() > 0.99
+    assert (mpq.dequantize(gpu).float().cpu() == mpq.dequantize(cpu).float()).float().mean() > 0.98
 
 
 def test_gptq_dead_columns_damping_and_bad_input():

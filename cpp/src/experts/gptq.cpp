@@ -63,17 +63,21 @@ void block_cpu(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1
 }
 
 #ifdef MPQ_WITH_CUDA
-// The same as one CUDA kernel launch (w1 and the operands on the current CUDA device). False when
-// this build has no kernel image for the device (an older GPU): the caller falls back to ATen.
+// The same as one CUDA kernel launch (w1 and the operands on the current CUDA device); with
+// fit.group > 0 the kernel also fits the integer groups (scale1/offset1 are then not read). False
+// when this build has no kernel image for the device (an older GPU): the caller falls back to
+// ATen.
 bool block_cuda(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1,
                 const at::Tensor& offset1, at::Tensor& err1, at::Tensor& codes1, int64_t a,
-                int64_t b, const GptqGroups& groups, std::string_view name) {
+                int64_t b, const GptqGroups& groups, const detail::cuda::GroupFit& fit,
+                std::string_view name) {
   const ggml::GridInfo& g = groups.grid();
   const c10::cuda::CUDAGuard guard(w1.device());
   const int code = detail::cuda::gptq_block(
-      w1.data_ptr<float>(), scale1.data_ptr<float>(), offset1.data_ptr<float>(),
-      err1.data_ptr<float>(), codes1.data_ptr<int32_t>(), hinv1.data_ptr<float>(), w1.size(0),
-      w1.size(1), a, b, g.qmin, g.qmax, g.zero_code, g.levels != nullptr,
+      w1.data_ptr<float>(), scale1.defined() ? scale1.data_ptr<float>() : nullptr,
+      offset1.defined() ? offset1.data_ptr<float>() : nullptr, err1.data_ptr<float>(),
+      codes1.data_ptr<int32_t>(), hinv1.data_ptr<float>(), w1.size(0), w1.size(1), a, b, g.qmin,
+      g.qmax, g.zero_code, g.levels != nullptr, fit,
       c10::cuda::getCurrentCUDAStream(w1.device().index()).stream());
   if (code == detail::cuda::kNoKernelImage) return false;
   TORCH_CHECK(code == 0, name, ": GPTQ's CUDA kernel failed to launch: ",
@@ -82,7 +86,8 @@ bool block_cuda(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale
 }
 #else
 bool block_cuda(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&,
-                at::Tensor&, int64_t, int64_t, const GptqGroups&, std::string_view) {
+                at::Tensor&, int64_t, int64_t, const GptqGroups&, const detail::cuda::GroupFit&,
+                std::string_view) {
   return false;  // built without CUDA kernels
 }
 #endif
@@ -218,7 +223,12 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   }
 
   result.damp = options.damp;
-  const at::Tensor hinv = inverse_factor(h, result.damp, options.max_damp, name).to(at::kFloat);
+  // float64 on the CPU (cheap there); float32 elsewhere, as GPTQ's reference and its descendants
+  // do: GPUs factor float64 several times slower (consumer GPUs at 1/64 of the float32 rate),
+  // and the damping retry covers a factorization that fails.
+  const at::ScalarType inverse_type = dev.is_cpu() ? at::kDouble : at::kFloat;
+  const at::Tensor hinv =
+      inverse_factor(h.to(inverse_type), result.damp, options.max_damp, name).to(at::kFloat);
 
   // Blocks and groups must nest, so that a group starts with its columns fully updated.
   int64_t bs = options.block_size;
@@ -232,46 +242,64 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
                         at::TensorOptions().dtype(at::kFloat))
                  .to(dev);
   }
+  // CUDA, integer groups fitted as the loop reaches them, inside blocks: the kernel fits them too,
+  // one launch per block.
+  detail::cuda::GroupFit kernel_fit;
+  GptqGroups::IntegerFit* ifit = groups->integer_fit();
+  if (cuda && ifit != nullptr && !fixed && gs <= bs) {
+    kernel_fit = {gs, 0, ifit->scales.size(1), ifit->bits, ifit->symmetric,
+                  ifit->scales.data_ptr<float>(), ifit->zeros.data_ptr<float>()};
+  }
   at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kInt));
   for (int64_t i1 = 0; i1 < cols; i1 += bs) {
     const int64_t bw = std::min(bs, cols - i1);
     at::Tensor w1 = w.narrow(1, i1, bw).contiguous();
-    at::Tensor err1 = at::zeros({rows, bw}, w.options());
+    at::Tensor err1 = at::empty({rows, bw}, w.options());
     at::Tensor codes1 = at::empty({rows, bw}, codes.options());
     const at::Tensor hinv1 = hinv.narrow(0, i1, bw).narrow(1, i1, bw).contiguous();
-    for (int64_t a = 0; a < bw;) {
-      int64_t b = bw;
-      if (!fixed) {
-        // Fit each group as the loop reaches it: from this block's updated columns, or (a group
-        // wider than the block) from w, which the lazy updates have brought up to date.
-        const int64_t c = i1 + a;
-        if (c % gs == 0) {
-          if (gs <= bw - a) {
-            fit(w1, a, c);
-          } else {
-            fit(w, c, c);
+    kernel_fit.first = kernel_fit.group > 0 ? i1 / gs : 0;
+    if (kernel_fit.group > 0 &&
+        block_cuda(w1, hinv1, at::Tensor(), at::Tensor(), err1, codes1, 0, bw, *groups,
+                   kernel_fit, name)) {
+      // done: fitted and quantized in one launch
+    } else {
+      kernel_fit.group = 0;
+      for (int64_t a = 0; a < bw;) {
+        int64_t b = bw;
+        if (!fixed) {
+          // Fit each group as the loop reaches it: from this block's updated columns, or (a
+          // group wider than the block) from w, which the lazy updates have brought up to date.
+          const int64_t c = i1 + a;
+          if (c % gs == 0) {
+            if (gs <= bw - a) {
+              fit(w1, a, c);
+            } else {
+              fit(w, c, c);
+            }
           }
+          b = std::min(bw, a + gs - c % gs);
         }
-        b = std::min(bw, a + gs - c % gs);
+        at::Tensor s1 = scale.narrow(1, i1, bw).contiguous();
+        at::Tensor o1 = offset.narrow(1, i1, bw).contiguous();
+        if (cpu) {
+          block_cpu(w1, hinv1, s1, o1, err1, codes1, a, b, *groups);
+        } else if (!(cuda && block_cuda(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, kernel_fit,
+                                        name))) {
+          cuda = false;
+          block_device(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, levels);
+        }
+        a = b;
       }
-      at::Tensor s1 = scale.narrow(1, i1, bw).contiguous();
-      at::Tensor o1 = offset.narrow(1, i1, bw).contiguous();
-      if (cpu) {
-        block_cpu(w1, hinv1, s1, o1, err1, codes1, a, b, *groups);
-      } else if (!(cuda && block_cuda(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, name))) {
-        cuda = false;
-        block_device(w1, hinv1, s1, o1, err1, codes1, a, b, *groups, levels);
-      }
-      a = b;
     }
     codes.narrow(1, i1, bw).copy_(codes1);
     if (i1 + bw < cols) {
+      // The lazy batch update, one fused multiply-subtract.
       w.narrow(1, i1 + bw, cols - i1 - bw)
-          .sub_(at::mm(err1, hinv.narrow(0, i1, bw).narrow(1, i1 + bw, cols - i1 - bw)));
+          .addmm_(err1, hinv.narrow(0, i1, bw).narrow(1, i1 + bw, cols - i1 - bw), 1.0, -1.0);
     }
   }
   if (options.act_order) codes = codes.index_select(1, invperm);
-  result.quantized = groups->finish(codes.to(at::kCPU), weight.scalar_type());
+  result.quantized = groups->finish(codes, weight.scalar_type());
   return result;
 }
 

@@ -26,8 +26,10 @@ class IntegerGroups : public GptqGroups {
     grid_ = ggml::GridInfo{0, (1 << f.bits) - 1, nullptr, 0};
     rtn_.mse_clip = mse_clip;
     const int64_t groups = f.groups_per_row(cols);
-    scales_ = at::zeros({rows, groups}, dev.dtype(at::kFloat));
-    zeros_ = at::zeros({rows, groups}, dev.dtype(at::kFloat));
+    fit_.bits = f.bits;
+    fit_.symmetric = f.symmetric;
+    fit_.scales = at::zeros({rows, groups}, dev.dtype(at::kFloat));
+    fit_.zeros = at::zeros({rows, groups}, dev.dtype(at::kFloat));
     scale = at::zeros({rows, cols}, dev.dtype(at::kFloat));
     offset = at::zeros({rows, cols}, dev.dtype(at::kFloat));
   }
@@ -37,8 +39,8 @@ class IntegerGroups : public GptqGroups {
     // A short last group is padded with zeros, as quantize_rtn does.
     at::Tensor wg = at::constant_pad_nd(w, {0, group_size_ - n}, 0).unsqueeze(1);
     GroupParams p = fit_groups(wg, format_, rtn_);
-    scales_.select(1, k).copy_(p.scale.squeeze(1));
-    zeros_.select(1, k).copy_(p.zero.squeeze(1));
+    fit_.scales.select(1, k).copy_(p.scale.squeeze(1));
+    fit_.zeros.select(1, k).copy_(p.zero.squeeze(1));
     scale.narrow(1, c0, n).copy_(p.scale.expand({-1, n}));
     offset.narrow(1, c0, n).copy_(p.scale.mul(p.zero).neg_().expand({-1, n}));
   }
@@ -49,16 +51,18 @@ class IntegerGroups : public GptqGroups {
     q.rows = codes.size(0);
     q.cols = codes.size(1);
     q.dtype = dtype;
-    q.codes = pack_codes(codes.to(scales_.device(), at::kByte), format_.bits);
-    q.scales = scales_.to(at::kHalf);
-    if (!format_.symmetric) q.zeros = zeros_.to(at::kByte);
+    q.codes = pack_codes(codes.to(fit_.scales.device(), at::kByte), format_.bits);
+    q.scales = fit_.scales.to(at::kHalf);
+    if (!format_.symmetric) q.zeros = fit_.zeros.to(at::kByte);
     return q;
   }
+
+  IntegerFit* integer_fit() override { return rtn_.mse_clip ? nullptr : &fit_; }
 
  private:
   Format format_;
   RtnOptions rtn_;
-  at::Tensor scales_, zeros_;  // [rows, groups]
+  IntegerFit fit_;  // scales and zero points [rows, groups]
 };
 
 // ggml formats: each row's block is quantized by ggml's own routine (weighted by the importance
@@ -103,7 +107,8 @@ class GgmlGroups : public GptqGroups {
 
   QuantizedTensor finish(const at::Tensor& codes, at::ScalarType dtype) override {
     const int64_t rows = codes.size(0), cols = codes.size(1);
-    const at::Tensor c = codes.to(at::kCPU, at::kInt).contiguous();
+    // Codes cross to the CPU as bytes (code - qmin fits in 8 bits): a quarter of int32's traffic.
+    const at::Tensor c = codes.sub(grid_.qmin).to(at::kByte).to(at::kCPU).to(at::kInt).add_(grid_.qmin).contiguous();
     const int32_t* pc = c.data_ptr<int32_t>();
     uint8_t* blocks = blocks_.data_ptr<uint8_t>();
     const int64_t row_bytes = blocks_.size(1);

@@ -23,8 +23,19 @@ class GptqGroups {
   // Fits the group that starts at column c0 (a multiple of group_size()) to w [rows, n]
   // (float32, the weight's device), weighted by importance [n] (CPU float32, may be undefined).
   virtual void fit(const at::Tensor& w, int64_t c0, const at::Tensor& importance) = 0;
-  // The packed tensor for the final codes [rows, cols] (int32, CPU, column order).
+  // The packed tensor for the final codes [rows, cols] (int32, on the weight's device, column
+  // order).
   virtual QuantizedTensor finish(const at::Tensor& codes, at::ScalarType dtype) = 0;
+
+  // Integer groups whose fit is the plain min/max range (no clip search), which a device kernel
+  // can do itself: the format's bits and symmetry, and the [rows, groups] float32 tensors fit()
+  // would fill (scale, zero point). nullptr for every other grid.
+  struct IntegerFit {
+    int bits = 0;
+    bool symmetric = false;
+    at::Tensor scales, zeros;
+  };
+  virtual IntegerFit* integer_fit() { return nullptr; }
 
   int64_t group_size() const { return group_size_; }
   // The codes and levels of the grid (integer formats: linear, 0 .. 2^bits - 1).

@@ -9,6 +9,7 @@
 // to exactly what the stored bytes will.
 #include "experts/cuda/gptq_block.h"
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 namespace mpq::detail::cuda {
@@ -61,19 +62,62 @@ __device__ __forceinline__ int32_t nearest_code(const Grid& g, float scale, floa
   return e_above < best_err ? above : best;
 }
 
+// Fits the integer group of columns [c, end) of the row to its current weights (every lane gets
+// the same scale and offset), as params_from_range does: a range that contains 0, an fp16 scale
+// of at least 2^-24, and an asymmetric zero point rounded half to even.
+template <int kChunks>
+__device__ __forceinline__ void fit_group(const float (&x)[kChunks], int lane, int c, int end,
+                                          const GroupFit& fit, int64_t row, float& s, float& o) {
+  float lo = 0.0f, hi = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int j = k * 32 + lane;
+    if (j >= c && j < end) {
+      lo = fminf(lo, x[k]);
+      hi = fmaxf(hi, x[k]);
+    }
+  }
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) {
+    lo = fminf(lo, __shfl_xor_sync(kFullMask, lo, d));
+    hi = fmaxf(hi, __shfl_xor_sync(kFullMask, hi, d));
+  }
+  const float maxq = static_cast<float>((1 << fit.bits) - 1);
+  float z;
+  if (fit.symmetric) {
+    s = __fdiv_rn(fmaxf(fabsf(lo), fabsf(hi)), __fdiv_rn(maxq, 2.0f));
+  } else {
+    s = __fdiv_rn(__fsub_rn(hi, lo), maxq);
+  }
+  s = __half2float(__float2half_rn(s));
+  if (s < 5.960464477539063e-08f) s = 5.960464477539063e-08f;  // kMinScale: fp16's smallest
+  if (fit.symmetric) {
+    z = static_cast<float>(1 << (fit.bits - 1));
+  } else {
+    z = fminf(fmaxf(rintf(__fdiv_rn(-lo, s)), 0.0f), maxq);
+  }
+  o = -__fmul_rn(s, z);
+  if (lane == 0) {
+    const int64_t k = row * fit.groups + fit.first + c / fit.group;
+    fit.scales[k] = s;
+    fit.zeros[k] = z;
+  }
+}
+
 // kChunks * 32 >= bw: the registers a lane needs for its share of the row.
 template <int kChunks>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gptq_block_kernel(float* __restrict__ w, const float* __restrict__ scale,
                       const float* __restrict__ offset, float* __restrict__ err,
                       int32_t* __restrict__ codes, const float* __restrict__ hinv, int64_t rows,
-                      int bw, int a, int b, Grid g) {
+                      int bw, int a, int b, Grid g, GroupFit fit) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= rows) return;  // the whole warp: a warp is one row
   const int64_t base = row * bw;
   float x[kChunks], e_own[kChunks];
   int32_t q_own[kChunks];
+  float s_fit = 0.0f, o_fit = 0.0f;  // the current group's grid, when fitted here
 #pragma unroll
   for (int k = 0; k < kChunks; ++k) {
     const int j = k * 32 + lane;
@@ -88,7 +132,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       if (i >= b) break;
       const float v = __shfl_sync(kFullMask, x[k], t);  // every lane: column i's weight
       if (i < a) continue;
-      const float s = scale[base + i], o = offset[base + i];
+      if (fit.group > 0 && i % fit.group == 0) {
+        fit_group<kChunks>(x, lane, i, min(i + static_cast<int>(fit.group), b), fit, row, s_fit, o_fit);
+      }
+      const float s = fit.group > 0 ? s_fit : scale[base + i];
+      const float o = fit.group > 0 ? o_fit : offset[base + i];
       const int32_t q = nearest_code(g, s, o, v);
       const float e = __fdiv_rn(__fsub_rn(v, decode(g, s, o, q)), __ldg(hinv + i * bw + i));
       if (lane == t) {
@@ -120,8 +168,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 int gptq_block(float* w, const float* scale, const float* offset, float* err, int32_t* codes,
                const float* hinv, int64_t rows, int64_t bw, int64_t a, int64_t b, int32_t qmin,
-               int32_t qmax, int32_t zero_code, bool iq4, void* stream) {
+               int32_t qmax, int32_t zero_code, bool iq4, const GroupFit& fit, void* stream) {
   if (bw > kMaxBlock || bw < 1 || a < 0 || a > b || b > bw) return cudaErrorInvalidValue;
+  if (fit.group > 0 && (a % fit.group != 0 || fit.bits < 1 || fit.bits > 8)) return cudaErrorInvalidValue;
   if (rows == 0 || a == b) return 0;
   const Grid g{qmin, qmax, zero_code, iq4};
   const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
@@ -129,13 +178,13 @@ int gptq_block(float* w, const float* scale, const float* offset, float* err, in
   auto s = static_cast<cudaStream_t>(stream);
   const int n = static_cast<int>(bw), ia = static_cast<int>(a), ib = static_cast<int>(b);
   if (bw <= 32) {
-    gptq_block_kernel<1><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g);
+    gptq_block_kernel<1><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g, fit);
   } else if (bw <= 64) {
-    gptq_block_kernel<2><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g);
+    gptq_block_kernel<2><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g, fit);
   } else if (bw <= 128) {
-    gptq_block_kernel<4><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g);
+    gptq_block_kernel<4><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g, fit);
   } else {
-    gptq_block_kernel<8><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g);
+    gptq_block_kernel<8><<<grid, block, 0, s>>>(w, scale, offset, err, codes, hinv, rows, n, ia, ib, g, fit);
   }
   return static_cast<int>(cudaGetLastError());
 }
