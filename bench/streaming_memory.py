@@ -5,8 +5,8 @@ Random weights with Qwen3-0.6B's widths (hidden 1024, MLP 3072, 16/8 heads of 12
 151,936, tied embeddings) and a growing number of decoder blocks, saved in bf16. Each run is a
 fresh process (its peak resident memory is the figure): load, quantize every block linear to
 Q4_K (the k-quant expert, no calibration statistics needed, so the figure is the pipeline's own),
-export the GGUF file. Resident memory after each step and the peak are reported; the two files
-must be identical.
+export the GGUF file. Resident memory after each step and the process's peak (VmHWM) are
+reported; the two files must be identical.
 
     python bench/streaming_memory.py --layers 4 16
 """
@@ -16,7 +16,6 @@ import argparse
 import filecmp
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,13 @@ def child(directory: str, mode: str, out: str) -> None:
     from mpq import export, streaming
     from mpq import model as mm
 
-    def gib() -> dict:  # resident now (Linux /proc) and peak so far
-        return {"rss": int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30,
-                "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    def gib() -> dict:
+        # Resident now and this process's peak (Linux /proc: VmRSS, VmHWM). Not ru_maxrss: Linux
+        # carries it over fork and exec, so a child reported the parent's peak (the parent holds
+        # the whole model while writing it).
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in open("/proc/self/status")
+               if line.startswith(("VmRSS:", "VmHWM:"))}
+        return {"rss": kib["VmRSS"] / 2 ** 20, "peak": kib["VmHWM"] / 2 ** 20}
 
     lm = streaming.load_streamed(directory) if mode == "streamed" else mm.load_model(directory)
     loaded = gib()
