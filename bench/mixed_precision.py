@@ -7,8 +7,9 @@ llama.cpp's row fallbacks, with the importance matrix, as `llama-quantize --imat
 a row; a number is a budget of its own, compared with the mixes of larger size. At each budget:
 the knapsack allocation on the proxy, the genetic search with the proxy, and the genetic search
 with KL fitness. Uniform rows put one k-quant everywhere (llama.cpp's fallback where rows do not
-fit). All options are kquant_imatrix × llama.cpp formats, so every plan exports to GGUF as the
-bytes evaluated.
+fit). The options are kquant_imatrix × llama.cpp formats (with --experts, more experts × the same
+formats, e.g. gptq_ao: GPTQ with act-order onto the llama.cpp grids), so every plan exports to GGUF
+as the bytes evaluated.
 
 Scored by perplexity on WikiText-2 raw test (non-overlapping windows of 512, every token after
 the first scored: the GPTQ/AWQ protocol), KL divergence from the original on other WikiText-2
@@ -36,6 +37,16 @@ from mpq.model import load_model, weight_tensors
 # (proxy and KL exactly 0 at 5-6 bpw) and every search would just pick them back.
 FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q4_0", "q5_0", "f16")
 MIXES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+
+
+def register_experts() -> None:
+    """gptq_ao: GPTQ with act-order (the best GPTQ variant in the experts' comparison), by name."""
+    mpq.register_expert("gptq_ao", lambda: mpq.GptqExpert(mpq.GptqOptions(act_order=True)))
+
+
+def option_labels(experts: list[str]) -> list[str]:
+    """Every expert × FORMATS; F16 only for the k-quant experts (it is not a quantization grid)."""
+    return [f"{e}:{f}" for e in experts for f in FORMATS if f != "f16" or e.startswith("kquant")]
 
 
 def format_genome(cands, loaded, formats: dict[str, str]) -> np.ndarray | None:
@@ -92,6 +103,8 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=40)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--device", default="cpu", help="where the torch side runs (cpu, cuda)")
+    ap.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
+                    help="experts of the options (kquant_imatrix always; gptq_ao: GPTQ act-order)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--gguf-dir", default=None, help="export every plan there and re-measure it in llama.cpp")
     ap.add_argument("--bpw", type=float, nargs="*", default=[3.0, 3.5],
@@ -104,6 +117,8 @@ def main() -> None:
             plot(json.load(f)["rows"], args.plot)
         return
     torch.manual_seed(0)
+    register_experts()
+    experts = ["kquant_imatrix"] + [e for e in args.experts if e != "kquant_imatrix"]
 
     loaded = load_model(args.model, device=args.device)
     text = data.data_dir() / "text"
@@ -117,13 +132,12 @@ def main() -> None:
                                          args.window, args.eval_windows // 2)}
 
     t = time.perf_counter()
-    cands = sensitivity.build_candidates(loaded.model, calib.split(4),
-                                         sensitivity.option_labels(["kquant_imatrix"], FORMATS))
+    cands = sensitivity.build_candidates(loaded.model, calib.split(4), option_labels(experts))
     table = cands.table
     lowest = np.asarray([min((table.cell(i, o)[0], o) for o in range(table.num_options) if table.available(i, o))[1]
                          for i in range(table.num_tensors)], dtype=np.int32)
     mixes = {m: g for m in MIXES if (g := mix_genome(cands, loaded, m)) is not None}
-    meta = {"model": loaded.name, "device": args.device, "calib_windows": args.calib_windows, "window": args.window,
+    meta = {"model": loaded.name, "device": args.device, "experts": experts, "calib_windows": args.calib_windows, "window": args.window,
             "kl_windows": args.kl_windows, "kl_window": args.kl_window, "stages": args.stages,
             "population": args.population,
             "generations": args.generations, "table_seconds": round(time.perf_counter() - t, 1),

@@ -263,11 +263,10 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     at::Tensor codes1 = at::empty({rows, bw}, codes.options());
     const at::Tensor hinv1 = hinv.narrow(0, i1, bw).narrow(1, i1, bw).contiguous();
     kernel_fit.first = kernel_fit.group > 0 ? i1 / gs : 0;
-    if (kernel_fit.group > 0 &&
-        block_cuda(w1, hinv1, at::Tensor(), at::Tensor(), err1, codes1, 0, bw, *groups,
-                   kernel_fit, name)) {
-      // done: fitted and quantized in one launch
-    } else {
+    const bool fused = kernel_fit.group > 0 && block_cuda(w1, hinv1, at::Tensor(), at::Tensor(),
+                                                          err1, codes1, 0, bw, *groups,
+                                                          kernel_fit, name);
+    if (!fused) {
       kernel_fit.group = 0;
       for (int64_t a = 0; a < bw;) {
         int64_t b = bw;
