@@ -68,6 +68,18 @@ def test_dtypes_and_shapes(device):
         assert q.shape == (8, 64) and q.nbytes == mpq.find_format("int8_g32").bytes(8, 64)
 
 
+def test_quantized_tensor_moves_to_a_device(device):
+    """QuantizedTensor.to(device) moves codes, scales and zero points; dequantizing there gives
+    the CPU's values exactly (integer and ggml formats)."""
+    w = torch.randn(16, 256, generator=torch.Generator().manual_seed(3))
+    for fmt in ("int4_g64", "int8_sym", "q4_k", "iq4_nl"):
+        q = mpq.quantize_tensor(w, fmt)
+        moved = q.to(device)
+        assert moved.codes.device.type == device and q.codes.device.type == "cpu"
+        assert moved.nbytes == q.nbytes and moved.format == q.format
+        assert torch.equal(mpq.dequantize(moved).cpu(), mpq.dequantize(q)), fmt
+
+
 def test_mse_clip_lowers_error_on_heavy_tails():
     torch.manual_seed(1)
     w = torch.randn(64, 256) ** 3
