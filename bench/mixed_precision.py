@@ -46,7 +46,8 @@ def register_experts() -> None:
 
 def option_labels(experts: list[str]) -> list[str]:
     """Every expert × FORMATS; F16 only for the k-quant experts (it is not a quantization grid)."""
-    return [f"{e}:{f}" for e in experts for f in FORMATS if f != "f16" or e.startswith("kquant")]
+    return [label for label in sensitivity.option_labels(experts, FORMATS)
+            if not label.endswith(":f16") or label.startswith("kquant")]
 
 
 def format_genome(cands, loaded, formats: dict[str, str]) -> np.ndarray | None:

@@ -62,10 +62,9 @@ class KlFitness:
             self.modules[tensor].weight.data = w
         else:
             key = (self.candidates.table.tensor_name(tensor), self.candidates.table.options[option])
-            q = self.candidates.quantized[key]
-            if w.device.type != "cpu":  # dequantize on the device: fewer bytes to move
-                q = q.to(str(w.device))
-            self.modules[tensor].weight.data = _C.dequantize(q).to(w.device, w.dtype)
+            # Dequantized where the model is: the packed bytes are fewer to move than floats.
+            q = self.candidates.quantized[key].to(str(w.device))
+            self.modules[tensor].weight.data = _C.dequantize(q).to(w.dtype)
         self.applied[tensor] = option
 
     def apply(self, genome) -> None:

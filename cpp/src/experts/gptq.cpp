@@ -120,8 +120,8 @@ void block_device(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& sca
 // Upper Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹ = UᵀU; doubles damp until it exists.
 // GPTQ's reference takes three steps (Cholesky, inverse, Cholesky again); with J the reversal
 // permutation, J·chol(J H J)·J = R is upper triangular with H = R Rᵀ, so U = R⁻¹: one Cholesky
-// and one triangular solve, half the work, and no less accurate (measured in float32: 1.2e-7
-// vs 2.3e-7 from the float64 factor).
+// and one triangular solve, half the work, and no less accurate (a check by hand on a random 256 × 256 Hessian, float32 against
+// the float64 factor: largest error 1.2e-7, against 2.3e-7 for the three steps).
 at::Tensor inverse_factor(const at::Tensor& h, double& damp, double max_damp,
                           std::string_view name) {
   const double mean_diag = h.diagonal().mean().item<double>();

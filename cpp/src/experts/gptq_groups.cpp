@@ -107,8 +107,12 @@ class GgmlGroups : public GptqGroups {
 
   QuantizedTensor finish(const at::Tensor& codes, at::ScalarType dtype) override {
     const int64_t rows = codes.size(0), cols = codes.size(1);
-    // Codes cross to the CPU as bytes (code - qmin fits in 8 bits): a quarter of int32's traffic.
-    const at::Tensor c = codes.sub(grid_.qmin).to(at::kByte).to(at::kCPU).to(at::kInt).add_(grid_.qmin).contiguous();
+    at::Tensor c = codes;
+    if (!c.is_cpu()) {
+      // Codes cross to the CPU as bytes (code - qmin fits in 8 bits): a quarter of int32's traffic.
+      c = c.sub(grid_.qmin).to(at::kByte).to(at::kCPU).to(at::kInt).add_(grid_.qmin);
+    }
+    c = c.to(at::kInt).contiguous();
     const int32_t* pc = c.data_ptr<int32_t>();
     uint8_t* blocks = blocks_.data_ptr<uint8_t>();
     const int64_t row_bytes = blocks_.size(1);
