@@ -5,7 +5,9 @@ Hessian from 128 x 2048 synthetic calibration tokens with correlated channels an
 channels, W4 asymmetric with groups of 128, damping 0.01, blocks of 128. For each shape: the
 median of `--reps` timed runs after a warm-up, and the output error tr(ΔW H ΔWᵀ) of both results
 (llm-compressor fixes each group's scale from the original weights before the loop; mpq fits each
-group when the loop reaches it, as the GPTQ paper does).
+group when the loop reaches it, as the GPTQ paper does). mpq's and the peer's runs alternate, so
+that both see the same GPU clocks and neighbours (the peer's median moved by 1.5× between
+separate runs of the script).
 
 The peer is llm-compressor's own `quantize_weight` (llmcompressor.modifiers.gptq.gptq_quantize),
 which on CUDA runs its Triton block kernel. Its modules are loaded without llmcompressor's
@@ -73,18 +75,21 @@ def hessian(cols: int, tokens: int, device, seed: int = 0) -> torch.Tensor:
     return (h * (2.0 / tokens)).float()
 
 
-def timed(fn, reps: int, device) -> tuple[float, object]:
-    out = fn()  # warm-up (compilation, caches)
-    times = []
+def timed(fns: dict, reps: int, device) -> dict:
+    """{name: (median seconds, last output)}, the functions called in turn `reps` times each after
+    a warm-up call (compilation, caches)."""
+    out = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out[name] = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    return {name: (statistics.median(times[name]), out[name]) for name in fns}
 
 
 def main() -> None:
@@ -92,7 +97,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shapes", choices=("qwen3-4b", "small"), default="qwen3-4b")
     ap.add_argument("--tokens", type=int, default=128 * 2048)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--formats", default="int4_g128,q4_k", help="mpq formats to time")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -112,25 +117,24 @@ def main() -> None:
         h = hessians[cols]
         w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows + cols)).to(device) * 0.02
         row = {"layer": name, "shape": [rows, cols], "device": str(device)}
-        for fmt in args.formats.split(","):
-            secs, res = timed(lambda: mpq.gptq_quantize(w, h, fmt), args.reps, device)
-            q = mpq.dequantize(res.quantized).float().to(device)
-            row[f"mpq_{fmt}_s"] = round(secs, 4)
-            row[f"mpq_{fmt}_err"] = mpq.output_error(w, q, h)
+        fns = {f"mpq_{fmt}": (lambda fmt=fmt: mpq.gptq_quantize(w, h, fmt).quantized)
+               for fmt in args.formats.split(",")}
         if peer:
             qargs = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group",
                                      group_size=128)
             wg = w.view(rows, cols // 128, 128)
             scale, zp = calculate_qparams(wg.amin(-1), wg.amax(-1), qargs)
 
-            def run_peer():
-                return quantize_weight(w.unsqueeze(0).clone(), h.unsqueeze(0).clone(),
-                                       scale.unsqueeze(0), zp.unsqueeze(0), None, qargs,
-                                       blocksize=128, percdamp=0.01)[0][0]
-            secs, q = timed(run_peer, args.reps, device)
-            row["llmcompressor_int4_g128_s"] = round(secs, 4)
-            row["llmcompressor_int4_g128_err"] = mpq.output_error(w, q.float(), h)
-            row["speedup_vs_llmcompressor"] = round(secs / row["mpq_int4_g128_s"], 2)
+            fns["llmcompressor_int4_g128"] = lambda: quantize_weight(
+                w.unsqueeze(0).clone(), h.unsqueeze(0).clone(), scale.unsqueeze(0),
+                zp.unsqueeze(0), None, qargs, blocksize=128, percdamp=0.01)[0][0]
+        for key, (secs, out) in timed(fns, args.reps, device).items():
+            q = mpq.dequantize(out).float().to(device) if key.startswith("mpq") else out.float()
+            row[f"{key}_s"] = round(secs, 4)
+            row[f"{key}_err"] = mpq.output_error(w, q, h)
+        if peer and "mpq_int4_g128_s" in row:
+            row["speedup_vs_llmcompressor"] = round(row["llmcompressor_int4_g128_s"]
+                                                    / row["mpq_int4_g128_s"], 2)
         print(json.dumps(row), flush=True)
 
 

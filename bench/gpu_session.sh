@@ -59,31 +59,38 @@ llama_python() {  # llama_cpp's Python code (pure Python) from the same source, 
 gptq_bench() {  # GPTQ per layer against llm-compressor's, and where one layer's time goes
   say "GPTQ per layer vs llm-compressor"
   python3 -m pip install -q --no-index --no-deps --no-compile --target $S/peer_site $S/wheels/*.whl > /dev/null 2>&1
-  PYTHONPATH=$S/peer_site timeout 150 python3 bench/gptq_gpu.py --device cuda --reps 5 2>&1 | tee $OUT/gptq_gpu.jsonl | tail -6
-  say "GPTQ profile (attn_q, int4_g128)"
-  timeout 60 python3 - > $OUT/gptq_profile.txt 2>&1 <<'PY'
+  PYTHONPATH=$S/peer_site timeout 150 python3 bench/gptq_gpu.py --device cuda --reps 9 2>&1 | tee $OUT/gptq_gpu.jsonl | tail -6
+  say "GPTQ's inverse factor three ways"
+  timeout 90 python3 bench/inverse_factor.py --device cuda 2>&1 | tee $OUT/inverse_factor.jsonl
+  say "GPTQ profile (int4_g128): where each layer's time goes"
+  timeout 90 python3 - > $OUT/gptq_profile.txt 2>&1 <<'PY'
 import sys, torch, mpq
 sys.path.insert(0, "bench")
 from gptq_gpu import hessian
-h = hessian(2560, 128 * 2048, torch.device("cuda"))
-w = (torch.randn(4096, 2560) * 0.02).cuda()
-for _ in range(2):
-    mpq.gptq_quantize(w, h, "int4_g128")
-torch.cuda.synchronize()
 from torch.profiler import profile, ProfilerActivity
-with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-    mpq.gptq_quantize(w, h, "int4_g128"); torch.cuda.synchronize()
-print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+torch.backends.cuda.matmul.allow_tf32 = False
+for name, (rows, cols) in {"attn_q": (4096, 2560), "ffn_gate/up": (9728, 2560),
+                           "ffn_down": (2560, 9728)}.items():
+    h = hessian(cols, 128 * 2048, torch.device("cuda"))
+    w = (torch.randn(rows, cols) * 0.02).cuda()
+    for _ in range(2):
+        mpq.gptq_quantize(w, h, "int4_g128")
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        mpq.gptq_quantize(w, h, "int4_g128"); torch.cuda.synchronize()
+    print("=====", name, rows, cols)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
 PY
-  tail -45 $OUT/gptq_profile.txt | head -30
+  grep -E "=====|Self CUDA time total|gptq_block|potrf|trsm|gemm|Self CPU time total" $OUT/gptq_profile.txt | cut -c1-60,100-220 | head -40
 }
 
 if [ "$part" = gptq ]; then  # a third call (carry .carry/peer_wheels): GPTQ on CUDA only
   mkdir -p $S/wheels && cp .carry/peer_wheels/*.whl $S/wheels/ && cp -r .carry/data $S/
+  ls ~/.cache/huggingface/hub 2>/dev/null | head; find / -xdev \( -name "*.safetensors" -o -name "*.gguf" \) -size +20M 2>/dev/null | head -5
   build_mpq || exit 1
   timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_import.py tests/python/test_experts.py \
-    tests/python/test_sequential.py -k "libstdcxx or gptq or device" 2>&1 | tail -8 | tee $OUT/pytest.txt
+    tests/python/test_sequential.py tests/python/test_quantizer.py -k "libstdcxx or gptq or device or cuda" 2>&1 \
+    | tail -8 | tee $OUT/pytest.txt
   gptq_bench
   exit 0
 fi

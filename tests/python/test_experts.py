@@ -86,11 +86,13 @@ def gptq_reference(w, h, bits, group, act_order=False, damp=0.01, block=128):
     return q_all.float()
 
 
-@pytest.mark.parametrize("bits,group,act_order", [(4, 128, False), (3, 64, False), (4, 128, True),
-                                                  (2, 32, False)])
-def test_gptq_matches_float64_reference(bits, group, act_order):
-    x = correlated_inputs(2048, 256)
-    w = torch.randn(96, 256, generator=torch.Generator().manual_seed(1)) * 0.05
+# 1088 columns: the inverse factor's triangular inverse recurses (halves of 576 and 512 columns).
+@pytest.mark.parametrize("bits,group,act_order,cols", [(4, 128, False, 256), (3, 64, False, 256),
+                                                       (4, 128, True, 256), (2, 32, False, 256),
+                                                       (4, 64, True, 1088)])
+def test_gptq_matches_float64_reference(bits, group, act_order, cols):
+    x = correlated_inputs(2048, cols)
+    w = torch.randn(96, cols, generator=torch.Generator().manual_seed(1)) * 0.05
     st = stats_for(x)
     h = st.hessian()
     ref = gptq_reference(w, h, bits, group, act_order)
@@ -154,7 +156,7 @@ def test_gptq_on_device(device):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_gptq_cuda_kernel_matches_the_cpu_loop():
-    """GPTQ's CUDA kernel (a warp per row, integer groups fitted inside it) rounds as the CPU loop
+    """GPTQ's CUDA kernel (eight lanes per row, integer groups fitted inside it) rounds as the CPU loop
     does; the inverse Hessian factor (float32 on GPUs, float64 on the CPU) and the lazy block
     updates (cuBLAS vs the CPU's BLAS) differ in their last bits, which moves a few codes."""
     from mpq import _build_info
@@ -162,7 +164,8 @@ def test_gptq_cuda_kernel_matches_the_cpu_loop():
     if not _build_info.CUDA_KERNELS:
         pytest.skip("mpq was built without its CUDA kernels (no nvcc at build time)")
     x = correlated_inputs(4096, 320, seed=5)
-    w = torch.randn(96, 320, generator=torch.Generator().manual_seed(6)) * 0.05
+    # 99 rows: the last thread block has one warp with three live rows and three warps with none.
+    w = torch.randn(99, 320, generator=torch.Generator().manual_seed(6)) * 0.05
     h = stats_for(x).hessian()
     # Blocks of 32 .. 256 columns (320 leaves a short last block), one past the kernel's limit
     # (the ATen path), act-order, and each kind of grid: linear, symmetric, k-quant, IQ4's table.

@@ -48,13 +48,14 @@ def test_matches_float64_reference(name, device):
 
 def test_packed_layout_matches_numpy_packbits(device):
     rng = np.random.default_rng(0)
-    for bits in range(1, 9):
-        codes = rng.integers(0, 2 ** bits, size=(5, 41), dtype=np.uint8)
+    # 41 codes: rows end inside a byte; 48: every width that divides 8 packs whole codes per byte.
+    for bits, n in [(b, n) for b in range(1, 9) for n in (41, 48)]:
+        codes = rng.integers(0, 2 ** bits, size=(5, n), dtype=np.uint8)
         packed = mpq.pack_codes(torch.from_numpy(codes).to(device), bits).cpu().numpy()
         bitstream = np.unpackbits(codes[:, :, None], axis=2, bitorder="little")[:, :, :bits]
         ref = np.packbits(bitstream.reshape(5, -1), axis=1, bitorder="little")
         np.testing.assert_array_equal(packed, ref)
-        back = mpq.unpack_codes(torch.from_numpy(packed).to(device), bits, 41).cpu().numpy()
+        back = mpq.unpack_codes(torch.from_numpy(packed).to(device), bits, n).cpu().numpy()
         np.testing.assert_array_equal(back, codes)
 
 

@@ -52,7 +52,8 @@ void block_cpu(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& scale1
       for (int64_t i = a; i < b; ++i) {
         const int64_t k = r * bw + i;
         const int32_t q = ggml::nearest_code(grid, sc[k], off[k], wr[i]);
-        const float e = (wr[i] - ggml::grid_value(grid, sc[k], off[k], q)) / h[i * bw + i];
+        // A product with the reciprocal, as the CUDA kernel computes it (off its critical path).
+        const float e = (wr[i] - ggml::grid_value(grid, sc[k], off[k], q)) * (1.0f / h[i * bw + i]);
         codes[k] = q;
         err[k] = e;
         const float* hi = h + i * bw;
@@ -117,22 +118,41 @@ void block_device(at::Tensor& w1, const at::Tensor& hinv1, const at::Tensor& sca
   }
 }
 
+// R⁻¹ of an upper triangular R, by halves: [[A, B], [0, C]]⁻¹ = [[A⁻¹, X], [0, C⁻¹]] with
+// X = −A⁻¹ (B C⁻¹), two matrix products: n³/3 multiply-adds, nearly all in GEMMs, where one
+// triangular solve against the identity spends n³/2 in the slower triangular kernels.
+// bench/inverse_factor.py compares the ways on a GPU.
+at::Tensor upper_triangular_inverse(const at::Tensor& r) {
+  const int64_t n = r.size(0);
+  if (n <= 1024) return at::linalg_solve_triangular(r, at::eye(n, r.options()), /*upper=*/true);
+  const int64_t m = (n / 2 + 63) / 64 * 64;  // keep the blocks aligned
+  const at::Tensor a_inv = upper_triangular_inverse(r.narrow(0, 0, m).narrow(1, 0, m));
+  const at::Tensor c_inv = upper_triangular_inverse(r.narrow(0, m, n - m).narrow(1, m, n - m));
+  at::Tensor out = at::zeros_like(r);
+  out.narrow(0, 0, m).narrow(1, 0, m).copy_(a_inv);
+  out.narrow(0, m, n - m).narrow(1, m, n - m).copy_(c_inv);
+  at::Tensor corner = out.narrow(0, 0, m).narrow(1, m, n - m);
+  at::mm_out(corner, a_inv, at::mm(r.narrow(0, 0, m).narrow(1, m, n - m), c_inv)).neg_();
+  return out;
+}
+
 // Upper Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹ = UᵀU; doubles damp until it exists.
-// GPTQ's reference takes three steps (Cholesky, inverse, Cholesky again); with J the reversal
-// permutation, J·chol(J H J)·J = R is upper triangular with H = R Rᵀ, so U = R⁻¹: one Cholesky
-// and one triangular solve, half the work, and no less accurate (a check by hand on a random 256 × 256 Hessian, float32 against
-// the float64 factor: largest error 1.2e-7, against 2.3e-7 for the three steps).
+// GPTQ's reference takes three steps (Cholesky, inverse from the factor, Cholesky again: 2n³/3
+// multiply-adds); with J the reversal permutation, J·chol(J H J)·J = R is upper triangular with
+// H = R Rᵀ, so U = R⁻¹: one Cholesky and one triangular inverse (n³/6 + n³/3, and the latter in
+// GEMMs), and no less accurate (a
+// check by hand on a random 256 × 256 Hessian, float32 against the float64 factor: largest error
+// 1.2e-7, against 2.3e-7 for the three steps).
 at::Tensor inverse_factor(const at::Tensor& h, double& damp, double max_damp,
                           std::string_view name) {
-  const double mean_diag = h.diagonal().mean().item<double>();
+  const at::Tensor mean_diag = h.diagonal().mean();
   const at::Tensor eye = at::eye(h.size(0), h.options());
   for (;;) {
-    auto [m, info] = at::linalg_cholesky_ex((h + eye * (damp * mean_diag)).flip({0, 1}));
-    if (info.item<int64_t>() == 0) {
-      at::Tensor u = at::linalg_solve_triangular(m.flip({0, 1}), eye, /*upper=*/true);
-      // A factor that exists can still be too ill-conditioned to invert in this precision.
-      if (at::isfinite(u).all().item<bool>()) return u;
-    }
+    auto [m, info] = at::linalg_cholesky_ex((h + eye * (mean_diag * damp)).flip({0, 1}));
+    at::Tensor u = upper_triangular_inverse(m.flip({0, 1}));
+    // One sync per attempt. A factor that exists can still be too ill-conditioned to invert in
+    // this precision; one that does not exist leaves garbage that is never returned.
+    if ((info == 0).logical_and_(at::isfinite(u).all()).item<bool>()) return u;
     const double next = damp > 0 ? damp * 2 : 0.01;
     MPQ_CHECK_VALUE(next <= max_damp, name, ": the Hessian is not positive definite even with ",
                     "damping ", damp, " (max_damp ", max_damp, "); its calibration data may be "

@@ -302,7 +302,9 @@ void set_row_codes(Type type, void* row, int64_t n, const int32_t* q) {
 
 int32_t nearest_code(const GridInfo& g, float scale, float offset, float v) {
   if (scale == 0) return g.zero_code;
-  const float t = (v - offset) / scale;
+  // A product with the reciprocal (GPTQ's CUDA kernel computes the same, off its critical path);
+  // only the first guess depends on it.
+  const float t = (v - offset) * (1.0f / scale);
   int32_t c;
   if (g.levels) {
     // Count the midpoints between neighbouring levels below t (the levels ascend from q = 0).
