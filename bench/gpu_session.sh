@@ -60,7 +60,7 @@ gptq_bench() {  # GPTQ per layer against llm-compressor's, and where one layer's
   say "GPTQ per layer vs llm-compressor"
   python3 -m pip install -q --no-index --no-deps --no-compile --target $S/peer_site $S/wheels/*.whl > /dev/null 2>&1
   PYTHONPATH=$S/peer_site timeout 150 python3 bench/gptq_gpu.py --device cuda --reps 9 2>&1 | tee $OUT/gptq_gpu.jsonl | tail -6
-  say "GPTQ's inverse factor three ways"
+  say "GPTQ's inverse factor four ways"
   timeout 90 python3 bench/inverse_factor.py --device cuda 2>&1 | tee $OUT/inverse_factor.jsonl
   say "GPTQ profile (int4_g128): where each layer's time goes"
   timeout 90 python3 - > $OUT/gptq_profile.txt 2>&1 <<'PY'

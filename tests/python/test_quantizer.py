@@ -57,6 +57,9 @@ def test_packed_layout_matches_numpy_packbits(device):
         np.testing.assert_array_equal(packed, ref)
         back = mpq.unpack_codes(torch.from_numpy(packed).to(device), bits, n).cpu().numpy()
         np.testing.assert_array_equal(back, codes)
+    too_big = torch.tensor([[3, 16, 17, 2]], dtype=torch.uint8, device=device)
+    with pytest.raises(ValueError, match="2 codes do not fit in 4 bits"):
+        mpq.pack_codes(too_big, 4)
 
 
 def test_dtypes_and_shapes(device):

@@ -27,19 +27,21 @@ at::Tensor pack_codes(const at::Tensor& codes, int bits) {
   MPQ_CHECK_VALUE(codes.dim() == 2, "pack_codes: codes must be 2-D [rows, n], got ",
                   detail::describe(codes));
   const int64_t rows = codes.size(0), n = codes.size(1);
-  if (codes.numel() > 0 && bits < 8) {
+  if (codes.numel() > 0 && bits < 8 && codes.max().item<int>() >= (1 << bits)) {
     const int64_t too_big = codes.ge(1 << bits).sum().item<int64_t>();
     MPQ_CHECK_VALUE(too_big == 0, "pack_codes: ", too_big, " codes do not fit in ", bits, " bits");
   }
   const int64_t nbytes = (n * bits + 7) / 8;
   if (8 % bits == 0 && (n * bits) % 8 == 0) {
     // Whole codes per byte (the common 2-, 4- and 8-bit rows): code k of a byte lands at bit
-    // k * bits, the same stream as below with a fraction of its memory traffic.
+    // k * bits, the same stream as below in a few byte-wide passes.
     const int64_t per_byte = 8 / bits;
-    at::Tensor shifts = at::arange(per_byte, codes.options().dtype(at::kInt)).mul_(bits);
-    return at::bitwise_left_shift(codes.reshape({rows, nbytes, per_byte}).to(at::kInt), shifts)
-        .sum(-1)
-        .to(at::kByte);
+    const at::Tensor c = codes.reshape({rows, nbytes, per_byte});
+    at::Tensor out = c.select(2, 0).clone();
+    for (int64_t k = 1; k < per_byte; ++k) {
+      out.bitwise_or_(at::bitwise_left_shift(c.select(2, k), k * bits));
+    }
+    return out;
   }
   // codes -> bits [rows, n * bits] -> padded to whole bytes -> weighted sum per byte.
   at::Tensor shifts = at::arange(bits, codes.options().dtype(at::kInt));
