@@ -165,15 +165,21 @@ def main() -> None:
         for k, w in tests.items():
             out[f"ppl_{k}"] = evaluate.perplexity(loaded.model, w.flatten(), window=args.window,
                                                   batch_size=4, progress=False)["ppl"]
+        plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
+        # The same weights with llama.cpp's 8-bit rounding of the activations simulated.
+        with mpq.llama_cpp_activations(loaded.model, plan):
+            out["ppl_wikitext2_llama_act"] = evaluate.perplexity(
+                loaded.model, tests["wikitext2"].flatten(), window=args.window, batch_size=4,
+                progress=False)["ppl"]
         test_judge.restore()
         if args.gguf_dir:
             path = os.path.join(args.gguf_dir, f"{tag}.gguf")
-            plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
             rep = export.export_gguf(loaded, path, plan, quantized=cands.tensors(genome), progress=False)
             ppl = evaluate.perplexity(path, tests["wikitext2"].flatten(), window=args.window,
                                       progress=False)["ppl"]
             out.update(gguf_bpw=rep.bits_per_weight(), gguf_bytes=rep.nbytes, ppl_wikitext2_llama_cpp=ppl,
-                       llama_cpp_vs_torch=ppl / out["ppl_wikitext2"] - 1)
+                       llama_cpp_vs_torch=ppl / out["ppl_wikitext2"] - 1,
+                       llama_cpp_vs_torch_act=ppl / out["ppl_wikitext2_llama_act"] - 1)
         return out
 
     def emit(row: dict) -> None:
@@ -215,11 +221,11 @@ def main() -> None:
                   "evaluations": evals})
 
     print("\n| budget | method | bpw | ppl WikiText-2 | ppl TinyStories | KL (WikiText-2 test) | "
-          "search s | evaluations | llama.cpp ppl (Δ vs torch) |")
+          "search s | evaluations | llama.cpp ppl (Δ vs torch, Δ vs torch with its rounding) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cpp = f"{r['ppl_wikitext2_llama_cpp']:.3f} ({100 * r['llama_cpp_vs_torch']:+.2f}%)" \
-            if "ppl_wikitext2_llama_cpp" in r else ""
+        cpp = f"{r['ppl_wikitext2_llama_cpp']:.3f} ({100 * r['llama_cpp_vs_torch']:+.2f}%, " \
+              f"{100 * r['llama_cpp_vs_torch_act']:+.2f}%)" if "ppl_wikitext2_llama_cpp" in r else ""
         print(f"| {r.get('budget', '')} | {r['method']} | {r.get('bpw', 32.0):.3f} | {r['ppl_wikitext2']:.3f} | "
               f"{r['ppl_tinystories']:.3f} | {r.get('kl_test', 0):.4f} | {r.get('search_seconds', '')} | "
               f"{r.get('evaluations', '')} | {cpp} |")

@@ -92,6 +92,7 @@ include_dir = _os.path.join(_os.path.dirname(__file__), "include")
 
 
 from .experts import activation_quantization, fake_quantize_activations, make_expert  # noqa: E402
+from .activation_rounding import gguf_formats, llama_cpp_activations  # noqa: E402
 
 
 def quantize_sequential(*args, **kwargs):
