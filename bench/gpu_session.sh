@@ -86,7 +86,6 @@ PY
 
 if [ "$part" = gptq ]; then  # a third call (carry .carry/peer_wheels): GPTQ on CUDA only
   mkdir -p $S/wheels && cp .carry/peer_wheels/*.whl $S/wheels/ && cp -r .carry/data $S/
-  ls ~/.cache/huggingface/hub 2>/dev/null | head; find / -xdev \( -name "*.safetensors" -o -name "*.gguf" \) -size +20M 2>/dev/null | head -5
   build_mpq || exit 1
   timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_import.py tests/python/test_experts.py \
     tests/python/test_sequential.py tests/python/test_quantizer.py -k "libstdcxx or gptq or device or cuda" 2>&1 \

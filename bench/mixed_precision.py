@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="where the torch side runs (cpu, cuda)")
     ap.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
                     help="experts of the options (kquant_imatrix always; gptq_ao: GPTQ act-order)")
+    ap.add_argument("--llama-cpp-activations", action="store_true",
+                    help="the KL fitness judges plans with llama.cpp's activation rounding simulated")
     ap.add_argument("--json", default=None)
     ap.add_argument("--gguf-dir", default=None, help="export every plan there and re-measure it in llama.cpp")
     ap.add_argument("--bpw", type=float, nargs="*", default=[3.0, 3.5],
@@ -138,7 +140,8 @@ def main() -> None:
     lowest = np.asarray([min((table.cell(i, o)[0], o) for o in range(table.num_options) if table.available(i, o))[1]
                          for i in range(table.num_tensors)], dtype=np.int32)
     mixes = {m: g for m in MIXES if (g := mix_genome(cands, loaded, m)) is not None}
-    meta = {"model": loaded.name, "device": args.device, "experts": experts, "calib_windows": args.calib_windows, "window": args.window,
+    meta = {"model": loaded.name, "device": args.device, "experts": experts,
+            "llama_cpp_activations": args.llama_cpp_activations, "calib_windows": args.calib_windows, "window": args.window,
             "kl_windows": args.kl_windows, "kl_window": args.kl_window, "stages": args.stages,
             "population": args.population,
             "generations": args.generations, "table_seconds": round(time.perf_counter() - t, 1),
@@ -155,7 +158,8 @@ def main() -> None:
     if args.gguf_dir:
         os.makedirs(args.gguf_dir, exist_ok=True)
 
-    judge = fitness.KlFitness(loaded.model, cands, held, stages=args.stages)
+    judge = fitness.KlFitness(loaded.model, cands, held, stages=args.stages,
+                              llama_cpp_activations=args.llama_cpp_activations)
     # KL on test windows the perplexity does not use, a second judge (the search's own windows
     # would flatter GA-KL).
     test_judge = fitness.KlFitness(loaded.model, cands, test_wins[args.eval_windows:])

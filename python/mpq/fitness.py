@@ -16,6 +16,7 @@ from torch import nn
 
 from . import _C
 from . import model as model_lib
+from .activation_rounding import llama_cpp_activations
 from .sensitivity import Candidates
 
 
@@ -29,11 +30,16 @@ class KlFitness:
         sequences: token ids [n, seq]; stage i uses the first stages[i] rows.
         stages: sequences per fidelity stage, increasing (default: all, one stage).
         batch_size: sequences per forward pass.
+        llama_cpp_activations: judge each plan with llama.cpp's rounding of the activations
+            simulated (mpq.llama_cpp_activations, by each tensor's format in the plan), i.e. as
+            llama.cpp will compute the exported file; the reference stays the float model.
     """
 
     def __init__(self, model: nn.Module, candidates: Candidates, sequences: torch.Tensor,
-                 stages: list[int] | None = None, batch_size: int = 4):
+                 stages: list[int] | None = None, batch_size: int = 4,
+                 llama_cpp_activations: bool = False):
         self.model, self.candidates = model, candidates
+        self.llama_cpp_activations = llama_cpp_activations
         self.stages = list(stages or [sequences.size(0)])
         if any(b <= a for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] < 1 \
                 or self.stages[-1] > sequences.size(0):
@@ -86,7 +92,13 @@ class KlFitness:
     def kl(self, genome, sequences: int | None = None) -> float:
         """Mean KL per token of one genome on the first `sequences` sequences (default all)."""
         self.apply(genome)
-        return self.kl_current(sequences)
+        if not self.llama_cpp_activations:
+            return self.kl_current(sequences)
+        table = self.candidates.table
+        formats = {table.tensor_name(i): table.options[g].split(":")[-1]
+                   for i, g in enumerate(np.asarray(genome).tolist())}
+        with llama_cpp_activations(self.model, formats):
+            return self.kl_current(sequences)
 
     @torch.no_grad()
     def kl_current(self, sequences: int | None = None) -> float:

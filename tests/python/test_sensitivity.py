@@ -82,6 +82,30 @@ def test_kl_fitness_matches_direct_computation(stories, windows, cands):
         assert torch.equal(F.log_softmax(model(seqs).logits.double(), -1), ref)
 
 
+def test_kl_fitness_with_llama_cpp_activations(stories, windows):
+    """The fitness can judge a plan as llama.cpp computes it: each tensor's input rounded for its
+    format (Q8_0 for q4_0; fp16 for f16), the reference still the float model."""
+    model = stories.model
+    c = sensitivity.build_candidates(model, windows[:4].split(4), ["kquant:q4_0", "kquant:f16"],
+                                     progress=False)
+    t = c.table
+    q4, f16 = t.option_index("kquant:q4_0"), t.option_index("kquant:f16")
+    genome = np.array([q4 if t.available(i, q4) else f16 for i in range(t.num_tensors)], dtype=np.int32)
+    seqs = windows[8:12]
+    with torch.no_grad():
+        ref = F.log_softmax(model(seqs).logits.double(), -1)
+    with fitness.KlFitness(model, c, seqs) as plain:
+        float_acts = plain.kl(genome)
+    with fitness.KlFitness(model, c, seqs, llama_cpp_activations=True) as f:
+        got = f.kl(genome)
+        formats = {t.tensor_name(i): t.options[g].split(":")[1] for i, g in enumerate(genome.tolist())}
+        with mpq.llama_cpp_activations(model, formats), torch.no_grad():
+            lp = F.log_softmax(model(seqs).logits.double(), -1)
+    want = float((ref.exp() * (ref - lp)).sum(-1).mean())
+    assert got == pytest.approx(want, rel=1e-3)
+    assert got != pytest.approx(float_acts, rel=1e-3)
+
+
 def test_ga_with_kl_beats_knapsack_on_held_out_text(stories, windows, cands):
     """The additive proxy ignores how errors interact; KL fitness on calibration windows must
     give a plan that is better on windows the search never saw."""

@@ -139,10 +139,9 @@ at::Tensor upper_triangular_inverse(const at::Tensor& r) {
 // Upper Cholesky factor U of (H + damp·mean(diag H)·I)⁻¹ = UᵀU; doubles damp until it exists.
 // GPTQ's reference takes three steps (Cholesky, inverse from the factor, Cholesky again: 2n³/3
 // multiply-adds); with J the reversal permutation, J·chol(J H J)·J = R is upper triangular with
-// H = R Rᵀ, so U = R⁻¹: one Cholesky and one triangular inverse (n³/6 + n³/3, and the latter in
-// GEMMs), and no less accurate (a
-// check by hand on a random 256 × 256 Hessian, float32 against the float64 factor: largest error
-// 1.2e-7, against 2.3e-7 for the three steps).
+// H = R Rᵀ, so U = R⁻¹: one Cholesky and one triangular inverse (n³/6 + n³/3, the latter in
+// GEMMs), and no less accurate (against the float64 factor, in float32: 1.2e-7 against 2.3e-7 on
+// a random 256 × 256 Hessian, checked by hand; bench/inverse_factor.py on Qwen3-4B sizes).
 at::Tensor inverse_factor(const at::Tensor& h, double& damp, double max_damp,
                           std::string_view name) {
   const at::Tensor mean_diag = h.diagonal().mean();
