@@ -2,6 +2,7 @@
 on the default model: perplexity under both protocols, KL divergence, MMLU and llama.cpp's speed
 (the README's evaluation quickstart, verbatim; few windows and questions to stay quick).
 """
+import mpq
 from mpq import model as mm, data, evaluate
 
 lm = mm.load_model(data.smollm2_path())                  # the torch model (dequantized Q4_1)
@@ -15,3 +16,5 @@ kl = evaluate.kl_divergence(lm.model, gguf, ids, max_windows=4)     # mean, p99,
 r = evaluate.mmlu(gguf, shots=5, subjects=["astronomy"], max_questions=5)   # or (lm.model, lm.tokenizer)
 print(kl["kl_mean"], kl["same_top"], r.accuracy, r.categories)
 print(evaluate.gguf_speed(gguf, n_prompt=128, n_gen=16, repetitions=1))    # pp, tg, load, memory, bpw
+with mpq.llama_cpp_activations(lm.model, mpq.gguf_formats(gguf)):  # round activations as llama.cpp
+    print(evaluate.perplexity(lm.model, ids, window=512, max_windows=4))  # does: torch ≈ llama.cpp
