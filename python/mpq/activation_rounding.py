@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import _C
+from .gguf_model import ggml_format
 from .model import linear_layers
 
 _K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
@@ -48,10 +49,16 @@ def activation_type(fmt: str) -> str | None:
                      f"(k-quants, {', '.join(sorted(_BLOCKS_OF_32))}, f16, bf16, f32)")
 
 
+_BLOCK = {"q8_0": 32, "q8_k": 256}
+
+
+def _check_rows(n: int, size: int, what: str) -> None:
+    if n % size:
+        raise ValueError(f"{what}: rows of {n} activations are not a multiple of its block of {size}")
+
+
 def _blocks(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
-    if x.shape[-1] % size:
-        raise ValueError(f"{what}: rows of {x.shape[-1]} activations are not a multiple of its "
-                         f"block of {size}")
+    _check_rows(x.shape[-1], size, what)
     return x.float().reshape(-1, size)
 
 
@@ -81,15 +88,12 @@ _ROUNDING = {"q8_0": round_q8_0, "q8_k": round_q8_k,
 
 def gguf_formats(path: str | os.PathLike) -> dict[str, str]:
     """GGUF tensor name -> mpq format name, for every tensor of a GGUF file."""
-    by_type = {_C.find_format(f).ggml_type: f for f in _C.list_formats()
-               if _C.find_format(f).ggml_type >= 0}
-    reader = _C.gguf.Reader(os.fspath(path))
     out = {}
-    for info in reader.tensors:
-        if info.type not in by_type:
-            raise ValueError(f"{path}: tensor {info.name} has GGML type {info.type}, which mpq "
-                             "does not implement")
-        out[info.name] = by_type[info.type]
+    for info in _C.gguf.Reader(os.fspath(path)).tensors:
+        try:
+            out[info.name] = ggml_format(info.type)
+        except ValueError as e:
+            raise ValueError(f"{path}: tensor {info.name}: {e}") from None
     return out
 
 
@@ -116,12 +120,10 @@ def llama_cpp_activations(model: nn.Module, formats: dict[str, str]) -> Iterator
             kind = activation_type(fmts[name]) if name in fmts else None
             if kind is None:
                 continue
-            rounding = _ROUNDING[kind]
-            if kind in ("q8_0", "q8_k"):  # a clear error now rather than inside a forward pass
-                _blocks(torch.zeros(module.in_features), 32 if kind == "q8_0" else 256,
-                        f"{name} ({fmts[name]})")
+            if kind in _BLOCK:  # a clear error now rather than inside a forward pass
+                _check_rows(module.in_features, _BLOCK[kind], f"{name} ({fmts[name]})")
             handles.append(module.register_forward_pre_hook(
-                lambda _m, args, rounding=rounding: (rounding(args[0]), *args[1:])))
+                lambda _m, args, rounding=_ROUNDING[kind]: (rounding(args[0]), *args[1:])))
         yield model
     finally:
         for h in handles:

@@ -94,9 +94,7 @@ class KlFitness:
         self.apply(genome)
         if not self.llama_cpp_activations:
             return self.kl_current(sequences)
-        table = self.candidates.table
-        formats = {table.tensor_name(i): table.options[g].split(":")[-1]
-                   for i, g in enumerate(np.asarray(genome).tolist())}
+        formats = {name: label.split(":")[1] for name, label in self.candidates.plan(genome).items()}
         with llama_cpp_activations(self.model, formats):
             return self.kl_current(sequences)
 

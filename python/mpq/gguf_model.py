@@ -16,6 +16,14 @@ _QWEN2_REGEX = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r
                 r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def ggml_format(ggml_type: int) -> str:
+    """mpq's format name for a GGML tensor type."""
+    for f in _C.list_formats():
+        if _C.find_format(f).ggml_type == ggml_type:
+            return f
+    raise ValueError(f"GGML type {ggml_type} is not a format mpq implements")
+
+
 def tensor_to_torch(reader: gguf.Reader, info) -> torch.Tensor:
     """A tensor of the file as float32 (plain types reinterpreted, block types dequantized), in
     torch's [out, in] order."""
@@ -27,7 +35,7 @@ def tensor_to_torch(reader: gguf.Reader, info) -> torch.Tensor:
         return raw.view(torch.float16).reshape(shape).float()
     if info.type == 30:
         return raw.view(torch.bfloat16).reshape(shape).float()
-    fmt = next(f for f in _C.list_formats() if _C.find_format(f).ggml_type == info.type)
+    fmt = ggml_format(info.type)
     rows = info.nbytes // _C.find_format(fmt).bytes(1, info.shape[0])
     return _C.dequantize_ggml(raw.reshape(rows, -1), fmt, info.shape[0]).reshape(shape)
 
