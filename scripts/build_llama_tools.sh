@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own command-line tools (llama-quantize, llama-imatrix, llama-perplexity,
 # llama-bench) from the llama.cpp source that the llama-cpp-python package ships in its source
-# distribution, so that tests and benchmarks compare mpq with the real tools of the same llama.cpp
-# version as the llama-cpp-python library. Output: build/llama-tools/bin. Idempotent.
+# distribution, linked against the very shared libraries llama-cpp-python installed (libllama,
+# libggml, libggml-cpu): the tools and mpq's llama_cpp calls then run the same compiled kernels,
+# so a comparison between them differs only where their computations differ, never by which
+# instruction set each build happened to pick. Output: build/llama-tools/bin. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=build/llama-tools
-if [ -x "$OUT/bin/llama-quantize" ] && [ -x "$OUT/bin/llama-imatrix" ] && [ -x "$OUT/bin/llama-perplexity" ] \
-   && [ -x "$OUT/bin/llama-bench" ]; then
+LIB=$($PY -c "import llama_cpp, os; print(os.path.join(os.path.dirname(llama_cpp.__file__), 'lib'))")
+TOOLS="llama-quantize llama-imatrix llama-perplexity llama-bench"
+built_for="$LIB $($PY -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")"
+if [ -f "$OUT/bin/built-for" ] && [ "$(cat "$OUT/bin/built-for")" = "$built_for" ]; then
   exit 0
 fi
 version=$($PY -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
@@ -18,10 +22,22 @@ if [ ! -d "$OUT/src/llama_cpp_python-$version" ]; then
   tar -xzf "$OUT/src/llama_cpp_python-$version.tar.gz" -C "$OUT/src"
 fi
 src="$OUT/src/llama_cpp_python-$version/vendor/llama.cpp"
+# Shared libraries, and a run path into llama-cpp-python's lib folder: the tools load its
+# libllama/libggml* (same sonames, same source) instead of the ones built here.
 cmake -S "$src" -B "$OUT/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON \
-  -DBUILD_SHARED_LIBS=OFF > "$OUT/configure.log"
-cmake --build "$OUT/cmake" --target llama-quantize llama-imatrix llama-perplexity llama-bench -j "$(nproc)" > "$OUT/build.log"
+  -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH="$LIB" \
+  -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=OFF > "$OUT/configure.log"
+cmake --build "$OUT/cmake" --target $TOOLS -j "$(nproc)" > "$OUT/build.log"
+rm -rf "$OUT/bin"
 mkdir -p "$OUT/bin"
-cp "$OUT"/cmake/bin/llama-{quantize,imatrix,perplexity,bench} "$OUT/bin/"
-echo "llama.cpp tools $version: $(ls "$OUT/bin")"
+for t in $TOOLS; do
+  cp "$OUT/cmake/bin/$t" "$OUT/bin/"
+  # Every llama/ggml library the tool loads must come from llama-cpp-python.
+  if ldd "$OUT/bin/$t" | grep -E "lib(llama|ggml)" | grep -v -F "$LIB/" >&2; then
+    echo "build_llama_tools: $t loads llama/ggml libraries from outside $LIB" >&2
+    exit 1
+  fi
+done
+echo "$built_for" > "$OUT/bin/built-for"
+echo "llama.cpp tools $version on $LIB: $TOOLS"
