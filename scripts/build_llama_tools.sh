@@ -22,20 +22,24 @@ if [ ! -d "$OUT/src/llama_cpp_python-$version" ]; then
   tar -xzf "$OUT/src/llama_cpp_python-$version.tar.gz" -C "$OUT/src"
 fi
 src="$OUT/src/llama_cpp_python-$version/vendor/llama.cpp"
-# Shared libraries, and a run path into llama-cpp-python's lib folder: the tools load its
-# libllama/libggml* (same sonames, same source) instead of the ones built here.
+# Shared libraries, and a run path into llama-cpp-python's lib folder first: the tools load its
+# libllama/libggml* (same sonames, same source) instead of the ones built here; their own
+# libraries (libllama-common, libllama-*-impl) sit beside them ($ORIGIN).
 cmake -S "$src" -B "$OUT/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON \
-  -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH="$LIB" \
+  -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON -DCMAKE_INSTALL_RPATH="$LIB;\$ORIGIN" \
   -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=OFF > "$OUT/configure.log"
 cmake --build "$OUT/cmake" --target $TOOLS -j "$(nproc)" > "$OUT/build.log"
 rm -rf "$OUT/bin"
 mkdir -p "$OUT/bin"
+cp -P "$OUT"/cmake/bin/libllama-common.so* "$OUT"/cmake/bin/libllama-*-impl.so "$OUT/bin/" 2>/dev/null || true
 for t in $TOOLS; do
   cp "$OUT/cmake/bin/$t" "$OUT/bin/"
-  # Every llama/ggml library the tool loads must come from llama-cpp-python.
-  if ldd "$OUT/bin/$t" | grep -E "lib(llama|ggml)" | grep -v -F "$LIB/" >&2; then
-    echo "build_llama_tools: $t loads llama/ggml libraries from outside $LIB" >&2
+  # Every library found, and libllama/libggml* from llama-cpp-python alone.
+  libs=$(ldd "$OUT/bin/$t")
+  if echo "$libs" | grep -F "not found" >&2 ||
+     echo "$libs" | grep -E "lib(llama|ggml[a-z-]*)\.so" | grep -v -F "$LIB/" >&2; then
+    echo "build_llama_tools: $t does not load llama.cpp's libraries from $LIB" >&2
     exit 1
   fi
 done
