@@ -48,12 +48,13 @@ def strings(key, values):
     return (key, 9, struct.pack("<IQ", 8, len(values)) + b"".join(gguf_string(v) for v in values))
 
 
-def imatrix_gguf(in_sum2=(1.0, 2.0), count=4.0, name=b"blk.0.attn_q.weight", datasets=(b"wiki",)):
+def imatrix_gguf(in_sum2=(1.0, 2.0), count=4.0, name=b"blk.0.attn_q.weight", datasets=(b"wiki",),
+                 chunk_size=512):
     data = struct.pack(f"<{len(in_sum2)}f", *in_sum2) + b"\0" * (-4 * len(in_sum2) % 32) + struct.pack("<f", count)
     counts_at = 4 * len(in_sum2) + (-4 * len(in_sum2) % 32)
     return gguf_file(
         [("general.type".encode(), 8, gguf_string(b"imatrix")), strings(b"imatrix.datasets", list(datasets)),
-         u32(b"imatrix.chunk_count", 1), u32(b"imatrix.chunk_size", 512)],
+         u32(b"imatrix.chunk_count", 1), u32(b"imatrix.chunk_size", chunk_size)],
         [(name + b".in_sum2", [len(in_sum2), 1], F32, 0), (name + b".counts", [1, 1], F32, counts_at)], data)
 
 
@@ -160,9 +161,7 @@ def test_imatrix_count_of_1e30(tmp_path):
 
 def test_imatrix_chunk_keys_out_of_range(tmp_path):
     p = tmp_path / "imatrix.gguf"
-    good = imatrix_gguf()
-    bad = good.replace(struct.pack("<I", 512), struct.pack("<I", 2**31), 1)
-    p.write_bytes(bad)
+    p.write_bytes(imatrix_gguf(chunk_size=2**31))
     with raises(ValueError, p, "imatrix.chunk_size", "outside"):
         mpq.Imatrix.load(str(p))
 
@@ -171,16 +170,13 @@ def test_imatrix_chunk_keys_out_of_range(tmp_path):
 
 def peak_rss_growth(code: str) -> int:
     """Bytes the peak RSS of a fresh interpreter grows by while running `code` (after import mpq)."""
-    script = textwrap.dedent(f"""
-        import mpq, sys
-        def hwm():
-            for line in open('/proc/self/status'):
-                if line.startswith('VmHWM'):
-                    return int(line.split()[1]) * 1024
-        before = hwm()
-        {code}
-        print(hwm() - before)
-    """)
+    script = "\n".join([
+        "import mpq",
+        "def hwm():",
+        "    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))",
+        "before = hwm()",
+        code.strip("\n"),
+        "print(hwm() - before)"])
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return int(r.stdout.split()[-1])
@@ -216,7 +212,7 @@ def test_gguf_arrays_keep_python_values(tmp_path):
 
 def test_json_amplification_is_bounded(tmp_path):
     """[[],[],...]: each 3 bytes became a ~170-byte tree node (57x); the reader now stops at its
-    memory budget (8x the file + 32 MiB) with a ValueError."""
+    memory budget (8x the file + 64 MiB) with a ValueError."""
     p = tmp_path / "table.json"
     p.write_text("[" + ",".join(["[]"] * (4 << 20)) + "]")
     with raises(ValueError, p, "memory"):
@@ -227,7 +223,7 @@ try:
 except ValueError:
     pass""")
     size = p.stat().st_size
-    assert grew < 12 * size + (48 << 20), (grew, size)
+    assert grew < 12 * size + (80 << 20), (grew, size)  # the budget, plus the file's two copies
 
 
 # ------------------------------------------------------------------ 3. UTF-8
@@ -387,7 +383,7 @@ def test_non_finite_statistics_are_rejected(tmp_path):
     p.write_bytes(calibrator_file(sums=[1.0, float("nan")] + [1.0] * 6))
     with raises(ValueError, p, "blk.0.attn_q", "sum_sq", "NaN"):
         mpq.Calibrator.load(str(p))
-    p.write_bytes(calibrator_file(inf=2**40))
+    p.write_bytes(calibrator_file(inf=2**40, sums=[1.0] * 8))
     with raises(ValueError, p, "blk.0.attn_q", "does not fit"):
         mpq.Calibrator.load(str(p))
     t = tmp_path / "table.json"
@@ -442,3 +438,89 @@ def test_plan_errors_are_value_and_key_errors():
         with pytest.raises(ValueError, match=fragment):
             mpq.Plan.from_json(bad)
     assert mpq.Plan.from_json(plan.to_json()).formats() == {"a.weight": "q4_k"}
+
+
+# ------------------------------------------------------------------ the fuzz targets, from real files
+
+# Cases per target in CI: about two minutes for all seven on two cores (docs/FUZZING.md has the
+# longer runs; MPQ_FUZZ_CASES overrides).
+CASES = {"gguf": 1500, "imatrix_gguf": 1500, "imatrix_dat": 1500, "calibrator": 600,
+         "candidates": 1500, "plan": 1500, "checkpoint": 1000}
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(tmp_path_factory, stories):
+    """Seeds from real data: stories260K exported by mpq, its calibration statistics and imatrix,
+    llama.cpp's Q4_K_M mix of it, a candidate table of its weights and a search checkpoint."""
+    from mpq import data, export, model as mm
+
+    d = tmp_path_factory.mktemp("seeds")
+    seeds = {"gguf": d / "model.gguf", "imatrix_gguf": d / "imatrix.gguf", "imatrix_dat": d / "imatrix.dat",
+             "calibrator": d / "calibrator.bin", "plan": d / "plan.json", "candidates": d / "table.json",
+             "checkpoint": d / "checkpoint.json"}
+    export.export_gguf(stories, seeds["gguf"], {"token_embd.weight": "q8_0", "blk.0.attn_q.weight": "q4_0"},
+                       progress=False)
+    ids = torch.tensor(stories.tokenizer.encode("Once upon a time there was a little girl who liked to play. " * 8))
+    cal = mm.calibrate(stories.model, data.windows(ids, 64, 2).split(1), progress=False)
+    cal.save(str(seeds["calibrator"]))
+    im = cal.imatrix(64, ["tinystories"])
+    im.save(str(seeds["imatrix_gguf"]))
+    im.save_legacy(str(seeds["imatrix_dat"]))
+    spec = export.model_spec(stories.model)
+    seeds["plan"].write_text(mpq.llama_cpp_mix("Q4_K_M", spec).to_json())
+    # Per 2-D F32 weight of the exported model: q8_0 / q4_0 bytes and their measured squared error.
+    reader = gguf.Reader(str(seeds["gguf"]))
+    table = mpq.CandidateTable(["q4_0", "q8_0", "f32"])
+    for info in reader.tensors:
+        if info.type != 0 or len(info.shape) != 2 or info.shape[0] % 32:
+            continue
+        w = reader.read(info.name).view(torch.float32).reshape(info.shape[1], info.shape[0])
+        i = table.add_tensor(info.name, w.numel(), group="qkv" if "attn_" in info.name and ".0." in info.name else "")
+        for fmt in ("q4_0", "q8_0"):
+            q = mpq.dequantize_ggml(mpq.quantize_ggml(w, fmt), fmt, w.shape[1])
+            table.set(i, fmt, bytes=gguf.tensor_nbytes({"q4_0": 2, "q8_0": 8}[fmt], info.shape),
+                      proxy=float((q - w).square().sum()))
+        table.set(i, "f32", bytes=info.nbytes, proxy=0.0)
+    table.save(str(seeds["candidates"]))
+    genes = table.genes()
+    budget = mpq.Budget("bpw", 6.0)
+    mpq.genetic_search(table, budget, mpq.GaOptions(population=8, generations=3, seed=3,
+                                                    checkpoint=str(seeds["checkpoint"])))
+    assert len(genes) > 3 and all(p.stat().st_size > 0 for p in seeds.values())
+    return seeds
+
+
+@pytest.fixture(scope="module")
+def fuzz_build():
+    from conftest import REPO
+    from test_cpp import cmake_build
+
+    build = REPO / "build" / "fuzz"
+    cmake_build(REPO / "tests" / "fuzz", build)
+    return build
+
+
+def run_fuzz(build, target, seed, cases, workdir, *extra):
+    binary = "reader_fuzz"
+    kind = {"imatrix_gguf": "imatrix", "imatrix_dat": "imatrix"}.get(target, target)
+    cmd = [str(build / binary), kind, str(seed), str(cases), str(workdir), *map(str, extra)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env={"ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=0:hard_rss_limit_mb=6000",
+                            "UBSAN_OPTIONS": "print_stacktrace=1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-6000:]}"
+    words = r.stdout.split()
+    return dict(zip(words[::2], map(int, words[1::2])))
+
+
+@pytest.mark.parametrize("target", list(CASES))
+def test_reader_fuzz_target(fuzz_build, fuzz_seeds, tmp_path, target):
+    """Mutants of a real file (truncations, bit flips, large lengths/counts/values, bytes that are not
+    UTF-8 in names) through the reader built with ASan+UBSan: every one loads or throws; no case
+    allocates more than 16x its size + 128 MiB or runs longer than 20 s."""
+    cases = int(os.environ.get("MPQ_FUZZ_CASES", CASES[target]))
+    extra = [fuzz_seeds["candidates"]] if target == "checkpoint" else []
+    counts = run_fuzz(fuzz_build, target, fuzz_seeds[target], cases, tmp_path, *extra)
+    print(target, counts)
+    assert counts["iterations"] == cases and counts["over_budget"] == 0, counts
+    # The mutants reach the readers' checks, and some are still valid files.
+    assert counts["rejected"] > cases // 4 and counts["loaded"] > 0, counts

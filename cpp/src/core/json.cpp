@@ -61,7 +61,9 @@ class Parser {
     if (depth > kMaxDepth) fail("nested deeper than " + std::to_string(kMaxDepth));
     skip_ws();
     if (pos_ >= s_.size()) fail("unexpected end of the input");
-    budget_.charge(sizeof(Value));
+    // The node, and room for it twice more: the vector it lands in may have grown to twice its
+    // size, and growing copies it while the old buffer is still alive.
+    budget_.charge(3 * sizeof(Value));
     Value v;
     v.offset = pos_;
     const char c = s_[pos_];
@@ -80,7 +82,6 @@ class Parser {
         v.members.emplace_back(std::move(key), value(depth + 1));
       } while (accept(','));
       expect('}');
-      v.members.shrink_to_fit();  // the budget counts nodes, not a vector's spare capacity
     } else if (c == '[') {
       v.kind = Value::Kind::kArray;
       ++pos_;
@@ -89,7 +90,6 @@ class Parser {
         v.items.push_back(value(depth + 1));
       } while (accept(','));
       expect(']');
-      v.items.shrink_to_fit();
     } else if (c == '"') {
       v.kind = Value::Kind::kString;
       v.text = string();

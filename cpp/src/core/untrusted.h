@@ -38,7 +38,7 @@ void check_count_fits(uint64_t count, uint64_t min_bytes, uint64_t remaining, st
 class MemoryBudget {
  public:
   static constexpr uint64_t kFactor = 8;
-  static constexpr uint64_t kMargin = uint64_t{32} << 20;
+  static constexpr uint64_t kMargin = uint64_t{64} << 20;
 
   MemoryBudget(uint64_t file_size, std::string what);
   void charge(uint64_t bytes);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -51,6 +52,23 @@ constexpr uint32_t kInfBits = 0x7f800000u;
 // within the fp16 range cannot overflow; only rows beyond it are decoded again and checked.
 constexpr uint32_t kFp16MaxBits = 0x477fe000u;  // 65504.0f
 
+// For a row beyond the fp16 range: true when its blocks decode to finite values within half the
+// row's largest |w| of it. An fp16 scale that overflowed decodes to Inf/NaN; a scale search whose
+// float sums overflowed (x^2 of 1e30) decodes to finite garbage: both fail.
+bool decodes_close(g::Type type, const uint8_t* blocks, const float* x, int64_t n,
+                   std::vector<float>& decoded) {
+  decoded.resize(n);
+  g::dequantize_row(type, blocks, decoded.data(), n);
+  float amax = 0, err = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = std::fabs(decoded[i] - x[i]);
+    if (!std::isfinite(e)) return false;
+    amax = std::max(amax, std::fabs(x[i]));
+    err = std::max(err, e);
+  }
+  return err <= 0.5f * amax;
+}
+
 }  // namespace
 
 at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
@@ -85,13 +103,10 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
         return;
       }
       g::quantize_row(type, src + r * n, dst + r * row_bytes, n, qw);
-      if (max_bits > kFp16MaxBits && type != g::Type::F32) {
-        decoded.resize(n);
-        g::dequantize_row(type, dst + r * row_bytes, decoded.data(), n);
-        if (max_abs_bits(decoded.data(), n) >= kInfBits) {
-          overflow = true;
-          return;
-        }
+      if (max_bits > kFp16MaxBits && type != g::Type::F32 &&
+          !decodes_close(type, dst + r * row_bytes, src + r * n, n, decoded)) {
+        overflow = true;
+        return;
       }
     }
   });
