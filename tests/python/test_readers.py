@@ -468,19 +468,20 @@ def fuzz_seeds(tmp_path_factory, stories):
     im.save_legacy(str(seeds["imatrix_dat"]))
     spec = export.model_spec(stories.model)
     seeds["plan"].write_text(mpq.llama_cpp_mix("Q4_K_M", spec).to_json())
-    # Per 2-D F32 weight of the exported model: q8_0 / q4_0 bytes and their measured squared error.
+    # Per 2-D float weight of the exported model: q8_0 / q4_0 bytes and their measured squared error.
     reader = gguf.Reader(str(seeds["gguf"]))
-    table = mpq.CandidateTable(["q4_0", "q8_0", "f32"])
+    table = mpq.CandidateTable(["q4_0", "q8_0", "stored"])
     for info in reader.tensors:
-        if info.type != 0 or len(info.shape) != 2 or info.shape[0] % 32:
+        if info.type not in (0, 1) or len(info.shape) != 2 or info.shape[0] % 32:
             continue
-        w = reader.read(info.name).view(torch.float32).reshape(info.shape[1], info.shape[0])
+        dtype = torch.float32 if info.type == 0 else torch.float16
+        w = reader.read(info.name).view(dtype).float().reshape(info.shape[1], info.shape[0])
         i = table.add_tensor(info.name, w.numel(), group="qkv" if "attn_" in info.name and ".0." in info.name else "")
         for fmt in ("q4_0", "q8_0"):
             q = mpq.dequantize_ggml(mpq.quantize_ggml(w, fmt), fmt, w.shape[1])
             table.set(i, fmt, bytes=gguf.tensor_nbytes({"q4_0": 2, "q8_0": 8}[fmt], info.shape),
                       proxy=float((q - w).square().sum()))
-        table.set(i, "f32", bytes=info.nbytes, proxy=0.0)
+        table.set(i, "stored", bytes=info.nbytes, proxy=0.0)
     table.save(str(seeds["candidates"]))
     genes = table.genes()
     budget = mpq.Budget("bpw", 6.0)
