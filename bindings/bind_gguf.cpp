@@ -12,24 +12,48 @@ namespace {
 using gguf::Value;
 using gguf::ValueType;
 
+py::object to_python(const std::string& x) {
+  // Token strings need not be valid UTF-8: keep their bytes recoverable.
+  return py::reinterpret_steal<py::object>(
+      PyUnicode_DecodeUTF8(x.data(), static_cast<Py_ssize_t>(x.size()), "surrogateescape"));
+}
+
+template <typename T>
+py::object scalar_to_python(const T& x) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return py::bool_(x);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return py::float_(static_cast<double>(x));
+  } else {
+    return py::int_(x);
+  }
+}
+
+py::object to_python(const gguf::Array& a) {
+  return std::visit(
+      [](const auto& items) -> py::object {
+        using T = typename std::decay_t<decltype(items)>::value_type;
+        py::list out(items.size());
+        for (size_t i = 0; i < items.size(); ++i) {
+          if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, gguf::Array>) {
+            out[i] = to_python(items[i]);
+          } else {
+            out[i] = scalar_to_python(static_cast<T>(items[i]));
+          }
+        }
+        return out;
+      },
+      a.items);
+}
+
 py::object to_python(const Value& value) {
   return std::visit(
       [](const auto& x) -> py::object {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          // Token strings need not be valid UTF-8: keep their bytes recoverable.
-          return py::reinterpret_steal<py::object>(
-              PyUnicode_DecodeUTF8(x.data(), static_cast<Py_ssize_t>(x.size()), "surrogateescape"));
-        } else if constexpr (std::is_same_v<T, gguf::Array>) {
-          py::list out(x.items.size());
-          for (size_t i = 0; i < x.items.size(); ++i) out[i] = to_python(x.items[i]);
-          return out;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return py::bool_(x);
-        } else if constexpr (std::is_floating_point_v<T>) {
-          return py::float_(static_cast<double>(x));
+        if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, gguf::Array>) {
+          return to_python(x);
         } else {
-          return py::int_(x);
+          return scalar_to_python(x);
         }
       },
       value.v);
@@ -70,9 +94,17 @@ Value from_python(const py::handle& h, ValueType type, ValueType element, const 
     case ValueType::kArray: {
       MPQ_CHECK_VALUE(element != ValueType::kArray, "GGUF key ", key,
                       ": nested arrays are not supported from Python");
-      gguf::Array a;
-      a.type = element;
-      for (const py::handle& item : h) a.items.push_back(from_python(item, element, element, key));
+      gguf::Array a = gguf::Array::of(element);
+      std::visit(
+          [&](auto& items) {
+            using T = typename std::decay_t<decltype(items)>::value_type;
+            if constexpr (!std::is_same_v<T, gguf::Array>) {
+              for (const py::handle& item : h) {
+                items.push_back(std::get<T>(from_python(item, element, element, key).v));
+              }
+            }
+          },
+          a.items);
       v.v = std::move(a);
       break;
     }
@@ -156,7 +188,12 @@ then write_tensor() in declaration order, then finish(). Nothing appears at `pat
         py::gil_scoped_release release;
         w.write_tensor(name, data.data_ptr(), data.nbytes());
       }, py::arg("name"), py::arg("data"), "Writes a tensor's bytes (any dtype; its raw memory).")
-      .def("finish", &gguf::Writer::finish);
+      .def("finish", &gguf::Writer::finish)
+      .def("abort", &gguf::Writer::abort, "Gives up: removes the temporary file now.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](gguf::Writer& w, py::handle type, py::handle, py::handle) {
+        if (!type.is_none()) w.abort();  // an exception inside `with`: no temporary file is left
+      }, "A `with` block aborts the writer when it raises; finish() still commits.");
 
   g.def("tensor_nbytes", &gguf::tensor_nbytes, py::arg("type"), py::arg("shape"), py::arg("name") = "tensor");
 }

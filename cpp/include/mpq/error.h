@@ -1,7 +1,8 @@
 #pragma once
 // Two kinds of failure, kept apart (as Faiss does):
 //  - bad user input: MPQ_CHECK_VALUE / MPQ_CHECK_TYPE / MPQ_CHECK_IO throw with a message that
-//    names the tensor, layer or file and the rule broken (Python: ValueError / TypeError / OSError);
+//    names the tensor, layer or file and the rule broken (Python: ValueError / TypeError / OSError;
+//    a message quoting bytes from a file escapes those that are not UTF-8, core/untrusted.h);
 //  - a broken internal invariant, i.e. a bug in mpq: MPQ_ASSERT throws c10::Error (RuntimeError).
 // Nothing in mpq aborts on input.
 #include <stdexcept>
@@ -16,6 +17,13 @@ namespace mpq {
 class IoError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// A lookup by name found nothing (Python: KeyError). It is a std::out_of_range, which the C++ API
+// (Plan::get) has always thrown.
+class KeyError : public std::out_of_range {
+ public:
+  using std::out_of_range::out_of_range;
 };
 
 }  // namespace mpq

@@ -1,7 +1,8 @@
 #pragma once
 // GGUF v3 (ggml's model file format, docs/gguf.md): a metadata key/value store, tensor infos, and
-// aligned tensor data. Reader validates everything before trusting it; Writer streams tensor data
-// to a temporary file and renames it when complete.
+// aligned tensor data. Reader validates everything before trusting it (sizes with checked
+// arithmetic, keys and tensor names as UTF-8, at most MemoryBudget's multiple of the file's size
+// in memory); Writer streams tensor data to a temporary file and renames it when complete.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,10 +21,26 @@ enum class ValueType : uint32_t {
 const char* to_string(ValueType type);
 
 struct Value;
-// An array of values of one type (GGUF allows arrays of arrays).
+
+// An array of values of one type, stored flat: one std::vector of the element type (bools as
+// std::vector<bool>, strings as std::vector<std::string>; GGUF allows arrays of arrays). A GGUF
+// array of a million uint8 takes a megabyte, not a million variants.
 struct Array {
-  ValueType type = ValueType::kUint8;
-  std::vector<Value> items;
+  std::variant<std::vector<uint8_t>, std::vector<int8_t>, std::vector<uint16_t>,
+               std::vector<int16_t>, std::vector<uint32_t>, std::vector<int32_t>,
+               std::vector<float>, std::vector<bool>, std::vector<std::string>, std::vector<Array>,
+               std::vector<uint64_t>, std::vector<int64_t>, std::vector<double>>
+      items;  // the alternative's index is the element ValueType
+
+  // An empty array of `type` elements.
+  static Array of(ValueType type);
+  ValueType type() const { return static_cast<ValueType>(items.index()); }
+  size_t size() const;
+  // Element i as a Value (a copy); ValueError when i is out of range.
+  Value at(size_t i) const;
+  // The elements; ValueError naming both types when the array holds another type.
+  template <typename T>
+  const std::vector<T>& as() const;
 };
 
 // A metadata value. The variant's alternative determines its GGUF type.
@@ -82,8 +99,10 @@ class Reader {
 
 class Writer {
  public:
-  // Nothing appears at `path` until finish() succeeds; a Writer destroyed before that removes its
-  // temporary file.
+  // Writes `path + ".tmp"` (created now, locked while written; see detail::TempFile) and renames it
+  // to `path` in finish(): nothing appears at `path` before. The temporary file is removed on an
+  // I/O error, by abort() and by a Writer destroyed unfinished; a stale one a killed process left
+  // is replaced by the next Writer to the same path. IoError if another live Writer writes it.
   explicit Writer(std::string path, uint32_t alignment = 32);
   ~Writer();
   Writer(const Writer&) = delete;
@@ -96,6 +115,8 @@ class Writer {
   void write_tensor(const std::string& name, const void* data, uint64_t nbytes);
   // Writes the header if no tensor was added, checks every tensor was written, renames into place.
   void finish();
+  // Gives up: removes the temporary file now (idempotent); later calls throw ValueError.
+  void abort();
 
  private:
   struct Impl;

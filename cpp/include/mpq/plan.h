@@ -47,7 +47,8 @@ class Plan {
 
   // Adds the tensor, or replaces its choice in place (its position is kept).
   void set(const std::string& tensor, TensorChoice choice);
-  // Throws std::out_of_range naming the tensor when it is not in the plan.
+  // Throws mpq::KeyError (a std::out_of_range; Python KeyError) naming the tensor when it is not
+  // in the plan.
   const TensorChoice& get(const std::string& tensor) const;
   bool contains(const std::string& tensor) const;
   size_t size() const { return entries_.size(); }
@@ -56,9 +57,9 @@ class Plan {
   // {"version": 1, "name": ..., "base": ...,
   //  "tensors": {"<tensor>": {"format": ..., "expert": ...}, ...}}
   std::string to_json() const;
-  // Reads what to_json writes (any whitespace, key order free). Throws std::invalid_argument
-  // naming the byte offset and the problem for malformed JSON, unknown keys, duplicates or a wrong
-  // version; never reads past the input.
+  // Reads what to_json writes (any whitespace, key order free) with the library's JSON reader.
+  // Throws std::invalid_argument (Python ValueError) naming the byte offset and the problem for
+  // malformed JSON, unknown keys, duplicates, strings that are not UTF-8 or a wrong version.
   static Plan from_json(const std::string& json);
 
   // One `PATTERN=TYPE` per line for every tensor whose format differs from `base` (tensors that

@@ -12,6 +12,7 @@
 
 #include "core/byte_io.h"
 #include "core/checks.h"
+#include "core/untrusted.h"
 
 namespace mpq {
 namespace {
@@ -201,36 +202,46 @@ Calibrator Calibrator::load(const std::string& path) {
   const uint64_t elem = dtype == 1 ? 8 : 4;
   Calibrator cal(options);
 
+  // Per layer at least a name length, in_features, three counts and four one-element vectors.
   const auto count = r.read<uint64_t>();
+  detail::check_count_fits(count, 8 * 5 + 4 * elem, r.remaining(), r.what() + ": layer count");
   for (uint64_t i = 0; i < count; ++i) {
     const std::string name = r.read_string(4096);
+    detail::check_utf8(name, "layer name", r.what() + ": layer " + std::to_string(i));
+    const std::string where = r.what() + ": layer '" + name + "'";
     const auto in = r.read<uint64_t>();
     const auto tokens = r.read<int64_t>(), batches = r.read<int64_t>();
     const auto imatrix_tokens = r.read<int64_t>();
     MPQ_CHECK_VALUE(in > 0 && tokens > 0 && batches > 0 && imatrix_tokens >= 0 &&
                         imatrix_tokens <= tokens,
-                    r.what(), ": layer '", name, "' has an invalid size or count");
+                    where, ": invalid size or count (in_features ", in, ", tokens ", tokens,
+                    ", batches ", batches, ", imatrix_tokens ", imatrix_tokens, ")");
     // Size check before any allocation: the arrays must fit in what is left of the file.
-    const uint64_t vectors = 4 * in * elem;
-    const bool fits = in < (uint64_t{1} << 28) && vectors <= r.remaining() &&
-                      (!options.collect_xtx || in * in * elem <= r.remaining() - vectors);
-    MPQ_CHECK_VALUE(fits, r.what(), ": truncated or corrupt: layer '", name, "' claims ", in,
-                    " input features, more than the file holds");
-    auto read_tensor = [&](std::vector<int64_t> shape) {
+    const uint64_t square = options.collect_xtx ? detail::checked_mul(in, in, where + ": XᵀX size") : 0;
+    const uint64_t values = detail::checked_add(detail::checked_mul(4, in, where), square, where);
+    detail::check_count_fits(values, elem, r.remaining(), where + ": statistics of " +
+                             std::to_string(in) + " input features");
+    auto read_tensor = [&](std::vector<int64_t> shape, const char* what, bool non_negative) {
       at::Tensor t = at::empty(shape, at::TensorOptions().dtype(options.accumulate_dtype));
       r.read_bytes(t.data_ptr(), t.nbytes());
+      // Sums of squares and absolute values, maxima of absolute values: finite (and >= 0).
+      const bool ok = at::isfinite(t).all().item<bool>() &&
+                      (!non_negative || t.min().item<double>() >= 0);
+      MPQ_CHECK_VALUE(ok, where, ": ", what, " holds ", non_negative ? "negative, " : "",
+                      "NaN or Inf values");
       return t;
     };
+    const auto n = static_cast<int64_t>(in);
     LayerStats s;
-    s.sum_sq = read_tensor({static_cast<int64_t>(in)});
-    s.sum_abs = read_tensor({static_cast<int64_t>(in)});
-    s.max_abs = read_tensor({static_cast<int64_t>(in)});
-    s.imatrix_sum_sq = read_tensor({static_cast<int64_t>(in)});
+    s.sum_sq = read_tensor({n}, "sum_sq", true);
+    s.sum_abs = read_tensor({n}, "sum_abs", true);
+    s.max_abs = read_tensor({n}, "max_abs", true);
+    s.imatrix_sum_sq = read_tensor({n}, "imatrix_sum_sq", true);
     s.imatrix_tokens = imatrix_tokens;
-    if (options.collect_xtx) s.xtx = read_tensor({static_cast<int64_t>(in), static_cast<int64_t>(in)});
+    if (options.collect_xtx) s.xtx = read_tensor({n, n}, "xtx", false);
     s.tokens = tokens;
     s.batches = batches;
-    MPQ_CHECK_VALUE(!cal.contains(name), r.what(), ": layer '", name, "' appears twice");
+    MPQ_CHECK_VALUE(!cal.contains(name), where, " appears twice");
     cal.impl_->find_or_add(name).sums = std::move(s);
   }
   MPQ_CHECK_VALUE(r.remaining() == 0, r.what(), ": ", r.remaining(), " unexpected bytes after the last layer");

@@ -76,7 +76,33 @@ class ByteWriter {
 
 // The whole file, or IoError naming it.
 std::vector<char> read_file(const std::string& path, const char* who);
-// Writes `bytes` to path + ".tmp" and renames it to `path`: a reader never sees half a file.
+
+// The temporary file of an atomic write: `path + ".tmp"`, created at construction and locked
+// (flock) while it is written. The name is fixed, not per process, so that the next writer to the
+// same path replaces a stale one left by a killed process (its lock died with it; the file is
+// truncated), while a second live writer to the same path fails with IoError instead of
+// interleaving. Removed on every path that does not end in commit(): an I/O error, discard(), the
+// destructor.
+class TempFile {
+ public:
+  TempFile(const std::string& path, std::string who);
+  ~TempFile();
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  void write(const void* data, uint64_t n);  // IoError (and the file removed) on failure
+  void write_zeros(uint64_t n);
+  void commit();                             // closes and renames onto `path`
+  void discard() noexcept;                   // removes the file now; idempotent
+  bool open() const { return fd_ >= 0; }
+  const std::string& tmp_path() const { return tmp_; }
+
+ private:
+  std::string path_, tmp_, who_;
+  int fd_ = -1;
+};
+
+// Writes `bytes` through a TempFile: a reader never sees half a file.
 void write_file_atomic(const std::string& path, const std::vector<char>& bytes, const char* who);
 
 }  // namespace mpq::detail

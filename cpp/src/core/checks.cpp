@@ -30,6 +30,12 @@ void check_finite(const at::Tensor& t, std::string_view name) {
                   " (", describe(t), "); quantization needs finite values");
 }
 
+void check_fp16_range(bool ok, const at::Tensor& weight, std::string_view name,
+                      std::string_view format) {
+  MPQ_CHECK_VALUE(ok, name, ": its values exceed the fp16 range of the scales (or values) that ",
+                  format, " stores (max |w| = ", weight.abs().max().item<double>(), ")");
+}
+
 at::Tensor checked_importance(const at::Tensor& importance, int64_t n, std::string_view name) {
   const std::string what = std::string(name) + " importance";
   check_floating(importance, what, 1);

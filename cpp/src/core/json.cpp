@@ -7,6 +7,8 @@
 
 #include <mpq/error.h>
 
+#include "core/untrusted.h"
+
 namespace mpq::detail::json {
 namespace {
 
@@ -15,7 +17,8 @@ constexpr int kMaxDepth = 32;
 
 class Parser {
  public:
-  Parser(std::string_view s, const std::string& what) : s_(s), what_(what) {}
+  Parser(std::string_view s, const std::string& what)
+      : s_(s), what_(what), budget_(s.size(), what) {}
 
   Value document() {
     Value v = value(0);
@@ -58,6 +61,9 @@ class Parser {
     if (depth > kMaxDepth) fail("nested deeper than " + std::to_string(kMaxDepth));
     skip_ws();
     if (pos_ >= s_.size()) fail("unexpected end of the input");
+    // The node, and room for it twice more: the vector it lands in may have grown to twice its
+    // size, and growing copies it while the old buffer is still alive.
+    budget_.charge(3 * sizeof(Value));
     Value v;
     v.offset = pos_;
     const char c = s_[pos_];
@@ -70,6 +76,7 @@ class Parser {
         skip_ws();
         const size_t key_at = pos_;
         std::string key = string();
+        budget_.charge(sizeof(std::string) + 32 + 2 * key.size());  // in `seen` and `members`
         if (!seen.insert(key).second) fail_at(key_at, "duplicate key \"" + key + "\"");
         expect(':');
         v.members.emplace_back(std::move(key), value(depth + 1));
@@ -86,6 +93,7 @@ class Parser {
     } else if (c == '"') {
       v.kind = Value::Kind::kString;
       v.text = string();
+      budget_.charge(v.text.size());
     } else if (literal("null")) {
       v.kind = Value::Kind::kNull;
     } else if (literal("true") || literal("false")) {
@@ -99,20 +107,33 @@ class Parser {
         ++pos_;
       }
       v.text = std::string(s_.substr(start, pos_ - start));
+      budget_.charge(v.text.size());
     } else {
-      fail(std::string("unexpected character '") + c + "'");
+      fail("unexpected character '" + character_at(pos_) + "'");
     }
     return v;
   }
 
+  // The (whole, possibly multi-byte) character at `at`, escaped where it is not valid UTF-8.
+  std::string character_at(size_t at) const {
+    size_t n = 1;
+    while (n < 4 && at + n < s_.size() && (static_cast<unsigned char>(s_[at + n]) & 0xC0) == 0x80) ++n;
+    std::string_view c = s_.substr(at, n);
+    return is_valid_utf8(c) ? std::string(c) : escape_utf8(c.substr(0, 1));
+  }
+
+  // A string's value; JSON text is UTF-8, so a string that is not is an error here, not later.
   std::string string() {
     if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a string");
-    ++pos_;
+    const size_t start = pos_++;
     std::string out;
     while (true) {
       if (pos_ >= s_.size()) fail("unterminated string");
       const char c = s_[pos_++];
-      if (c == '"') return out;
+      if (c == '"') {
+        if (!is_valid_utf8(out)) check_utf8(out, "string", what_ + ": at byte " + std::to_string(start));
+        return out;
+      }
       if (static_cast<unsigned char>(c) < 0x20) fail_at(pos_ - 1, "control character in string");
       if (c != '\\') {
         out += c;
@@ -128,13 +149,12 @@ class Parser {
         case 'n': out += '\n'; break;
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
-        case 'u': append_utf8(out, hex4()); break;
+        case 'u': append_utf8(out, code_point()); break;
         default: fail_at(pos_ - 1, std::string("invalid escape '\\") + e + "'");
       }
     }
   }
 
-  // mpq writes only \u00XX (control characters); surrogate pairs are not needed and rejected.
   unsigned hex4() {
     if (s_.size() - pos_ < 4) fail("truncated \\u escape");
     unsigned v = 0;
@@ -146,8 +166,22 @@ class Parser {
       else if (h >= 'A' && h <= 'F') v |= static_cast<unsigned>(h - 'A' + 10);
       else fail_at(pos_ - 1, "invalid hex digit in \\u escape");
     }
-    if (v >= 0xD800 && v <= 0xDFFF) fail_at(pos_ - 6, "surrogate \\u escapes are not supported");
     return v;
+  }
+
+  // After "\u": one code point, joining a UTF-16 surrogate pair; lone surrogates are rejected.
+  unsigned code_point() {
+    const size_t start = pos_ - 2;
+    const unsigned hi = hex4();
+    if (hi >= 0xDC00 && hi <= 0xDFFF) fail_at(start, "lone low surrogate");
+    if (hi < 0xD800 || hi > 0xDBFF) return hi;
+    if (s_.size() - pos_ < 2 || s_[pos_] != '\\' || s_[pos_ + 1] != 'u') {
+      fail_at(start, "high surrogate without a low surrogate");
+    }
+    pos_ += 2;
+    const unsigned lo = hex4();
+    if (lo < 0xDC00 || lo > 0xDFFF) fail_at(start, "high surrogate without a low surrogate");
+    return 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
   }
 
   static void append_utf8(std::string& out, unsigned cp) {
@@ -156,8 +190,13 @@ class Parser {
     } else if (cp < 0x800) {
       out += static_cast<char>(0xC0 | (cp >> 6));
       out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
+    } else if (cp < 0x10000) {
       out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
       out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
       out += static_cast<char>(0x80 | (cp & 0x3F));
     }
@@ -165,6 +204,7 @@ class Parser {
 
   std::string_view s_;
   const std::string& what_;
+  MemoryBudget budget_;
   size_t pos_ = 0;
 };
 
@@ -211,6 +251,12 @@ const std::vector<Value>& as_array(const Value& v, const std::string& what) {
   return v.items;
 }
 
+const std::vector<std::pair<std::string, Value>>& as_object(const Value& v,
+                                                            const std::string& what) {
+  expect_kind(v, Value::Kind::kObject, what);
+  return v.members;
+}
+
 const std::string& as_string(const Value& v, const std::string& what) {
   expect_kind(v, Value::Kind::kString, what);
   return v.text;
@@ -223,6 +269,13 @@ int64_t as_int(const Value& v, const std::string& what) {
   const auto [p, ec] = std::from_chars(v.text.data(), end, out);
   MPQ_CHECK_VALUE(ec == std::errc() && p == end, what, ": at byte ", v.offset,
                   ": expected an integer that fits in 64 bits, found ", v.text);
+  return out;
+}
+
+int64_t as_int(const Value& v, int64_t lo, int64_t hi, const std::string& what) {
+  const int64_t out = as_int(v, what);
+  MPQ_CHECK_VALUE(out >= lo && out <= hi, what, ": at byte ", v.offset, ": ", out,
+                  " is outside [", lo, ", ", hi, "]");
   return out;
 }
 

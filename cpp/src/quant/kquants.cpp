@@ -7,7 +7,10 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <mpq/error.h>
 
@@ -30,17 +33,40 @@ g::Type ggml_type_of(const Format& format, std::string_view name) {
 // Rows per task: enough work per task to amortise scheduling (~64K weights).
 int64_t grain(int64_t n_per_row) { return std::max<int64_t>(1, (int64_t{1} << 16) / n_per_row); }
 
-// True when no value is NaN or Inf (exponent bits all ones). Checked row by row inside the
-// quantization loop, while the row is in cache: a separate pass over the tensor would cost as
-// much as quantizing it to the fast formats.
-bool row_is_finite(const float* x, int64_t n) {
-  uint32_t bad = 0;
+// The largest |x| of a row as float bits (the order of non-negative floats is that of their bits):
+// >= 0x7f800000 when a value is NaN or Inf. Computed inside the quantization loop, while the row
+// is in cache: a separate pass over the tensor would cost as much as quantizing it to the fast
+// formats.
+uint32_t max_abs_bits(const float* x, int64_t n) {
+  uint32_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
     uint32_t bits;
     std::memcpy(&bits, x + i, 4);
-    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    m = std::max(m, bits & 0x7fffffffu);
   }
-  return bad == 0;
+  return m;
+}
+
+constexpr uint32_t kInfBits = 0x7f800000u;
+// Every fp16 a format stores (scales, mins, f16 values) is at most the row's largest |w|, so rows
+// within the fp16 range cannot overflow; only rows beyond it are decoded again and checked.
+constexpr uint32_t kFp16MaxBits = 0x477fe000u;  // 65504.0f
+
+// For a row beyond the fp16 range: true when its blocks decode to finite values within half the
+// row's largest |w| of it. An fp16 scale that overflowed decodes to Inf/NaN; a scale search whose
+// float sums overflowed (x^2 of 1e30) decodes to finite garbage: both fail.
+bool decodes_close(g::Type type, const uint8_t* blocks, const float* x, int64_t n,
+                   std::vector<float>& decoded) {
+  decoded.resize(n);
+  g::dequantize_row(type, blocks, decoded.data(), n);
+  float amax = 0, err = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = std::fabs(decoded[i] - x[i]);
+    if (!std::isfinite(e)) return false;
+    amax = std::max(amax, std::fabs(x[i]));
+    err = std::max(err, e);
+  }
+  return err <= 0.5f * amax;
 }
 
 }  // namespace
@@ -67,17 +93,26 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
   const float* qw = imp.defined() ? imp.data_ptr<float>() : nullptr;
   uint8_t* dst = out.data_ptr<uint8_t>();
   std::atomic<int64_t> bad_row{-1};
+  std::atomic<bool> overflow{false};
   at::parallel_for(0, rows, grain(n), [&](int64_t begin, int64_t end) {
+    std::vector<float> decoded;
     for (int64_t r = begin; r < end; ++r) {
-      if (!row_is_finite(src + r * n, n)) {
+      const uint32_t max_bits = max_abs_bits(src + r * n, n);
+      if (max_bits >= kInfBits) {
         bad_row = r;
         return;
       }
       g::quantize_row(type, src + r * n, dst + r * row_bytes, n, qw);
+      if (max_bits > kFp16MaxBits && type != g::Type::F32 &&
+          !decodes_close(type, dst + r * row_bytes, src + r * n, n, decoded)) {
+        overflow = true;
+        return;
+      }
     }
   });
   MPQ_CHECK_VALUE(bad_row < 0, name, ": row ", bad_row.load(), " contains NaN/Inf (",
                   detail::describe(weight), "); quantization needs finite values");
+  detail::check_fp16_range(!overflow, weight, name, format.name);
   return out;
 }
 

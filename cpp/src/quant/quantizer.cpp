@@ -201,9 +201,7 @@ QuantizedTensor quantize_rtn(const at::Tensor& weight, const Format& format,
   q.codes = pack_codes(codes.to(at::kByte), format.bits);
   q.scales = best.scale.to(at::kHalf);
   if (!format.symmetric) q.zeros = best.zero.to(at::kByte);
-  const bool finite_scales = at::isfinite(q.scales).all().item<bool>();
-  MPQ_CHECK_VALUE(finite_scales, name, ": its values exceed the fp16 range of the scales of ",
-                  format.name, " (max |w| = ", weight.abs().max().item<double>(), ")");
+  detail::check_fp16_range(at::isfinite(q.scales).all().item<bool>(), weight, name, format.name);
   return q;
 }
 

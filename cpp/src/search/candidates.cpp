@@ -1,5 +1,6 @@
 #include <mpq/candidates.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -12,10 +13,16 @@
 
 #include "core/byte_io.h"
 #include "core/json.h"
+#include "core/untrusted.h"
 
 namespace mpq {
 
 namespace json = detail::json;
+
+namespace {
+// Sizes the search also handles as doubles (bits per weight): 2^53 bytes (8 PiB) keeps them exact.
+constexpr int64_t kMaxBytes = int64_t{1} << 53;
+}  // namespace
 
 CandidateTable::CandidateTable(std::vector<std::string> options) : options_(std::move(options)) {
   MPQ_CHECK_VALUE(!options_.empty(), "CandidateTable: needs at least one option");
@@ -31,8 +38,8 @@ CandidateTable::CandidateTable(std::vector<std::string> options) : options_(std:
 int CandidateTable::add_tensor(const std::string& name, int64_t weights, const std::string& group) {
   MPQ_CHECK_VALUE(!options_.empty(), "CandidateTable: give the options before adding tensors");
   MPQ_CHECK_VALUE(!name.empty(), "CandidateTable: a tensor needs a name");
-  MPQ_CHECK_VALUE(weights > 0, "CandidateTable: tensor '", name, "' must have weights > 0, got ",
-                  weights);
+  MPQ_CHECK_VALUE(weights > 0 && weights <= kMaxBytes, "CandidateTable: tensor '", name,
+                  "' must have weights in [1, 2^53], got ", weights);
   MPQ_CHECK_VALUE(row_index_.count(name) == 0, "CandidateTable: tensor '", name, "' added twice");
   const int index = num_tensors();
   row_index_.emplace(name, index);
@@ -60,8 +67,8 @@ CandidateTable::Cell& CandidateTable::cell(int tensor, int option) {
 void CandidateTable::set(int tensor, int option, int64_t bytes, double proxy, double kl) {
   Cell& c = cell(tensor, option);
   const std::string& name = rows_[tensor].name;
-  MPQ_CHECK_VALUE(bytes >= 0, "CandidateTable: tensor '", name, "' option '", options_[option],
-                  "': bytes must be >= 0, got ", bytes);
+  MPQ_CHECK_VALUE(bytes >= 0 && bytes <= kMaxBytes, "CandidateTable: tensor '", name, "' option '",
+                  options_[option], "': bytes must be in [0, 2^53], got ", bytes);
   MPQ_CHECK_VALUE(std::isfinite(proxy), "CandidateTable: tensor '", name, "' option '",
                   options_[option], "': the proxy error must be finite, got ", proxy);
   MPQ_CHECK_VALUE(!std::isinf(kl), "CandidateTable: tensor '", name, "' option '",
@@ -85,8 +92,9 @@ void CandidateTable::set_kl(int tensor, int option, double kl) {
 void CandidateTable::set_unavailable(int tensor, int option) { cell(tensor, option) = Cell{}; }
 
 void CandidateTable::set_fixed(int64_t bytes, int64_t weights) {
-  MPQ_CHECK_VALUE(bytes >= 0 && weights >= 0, "CandidateTable: fixed bytes and weights must be "
-                  ">= 0, got ", bytes, " and ", weights);
+  MPQ_CHECK_VALUE(bytes >= 0 && weights >= 0 && bytes <= kMaxBytes && weights <= kMaxBytes,
+                  "CandidateTable: fixed bytes and weights must be in [0, 2^53], got ", bytes,
+                  " and ", weights);
   fixed_bytes_ = bytes;
   fixed_weights_ = weights;
 }
@@ -135,7 +143,7 @@ double CandidateTable::cell_kl(int tensor, int option) const {
 
 int64_t CandidateTable::total_weights() const {
   int64_t n = fixed_weights_;
-  for (const Row& r : rows_) n += r.weights;
+  for (const Row& r : rows_) n = detail::checked_add(n, r.weights, "CandidateTable: the total of the weights");
   return n;
 }
 
@@ -171,6 +179,15 @@ std::vector<std::vector<int>> CandidateTable::gene_options() const {
 void CandidateTable::validate() const {
   MPQ_CHECK_VALUE(num_options() > 0, "CandidateTable: has no options");
   MPQ_CHECK_VALUE(num_tensors() > 0, "CandidateTable: has no tensors");
+  // Every sum the search forms (a genome's bytes, the weights) is at most these: checked once here,
+  // so that no sum can overflow later.
+  int64_t most_bytes = fixed_bytes_, weights = fixed_weights_;
+  for (const Row& r : rows_) {
+    int64_t row_max = 0;
+    for (const Cell& c : r.cells) row_max = c.available ? std::max(row_max, c.bytes) : row_max;
+    most_bytes = detail::checked_add(most_bytes, row_max, "CandidateTable: the bytes of the largest genome");
+    weights = detail::checked_add(weights, r.weights, "CandidateTable: the total of the weights");
+  }
   const auto genes = this->genes();
   const auto options = gene_options();
   for (size_t g = 0; g < genes.size(); ++g) {
@@ -207,7 +224,9 @@ void CandidateTable::check_genome(const Genome& genome) const {
 int64_t CandidateTable::bytes(const Genome& genome) const {
   check_genome(genome);
   int64_t total = fixed_bytes_;
-  for (int t = 0; t < num_tensors(); ++t) total += rows_[t].cells[genome[t]].bytes;
+  for (int t = 0; t < num_tensors(); ++t) {
+    total = detail::checked_add(total, rows_[t].cells[genome[t]].bytes, "CandidateTable: a genome's bytes");
+  }
   return total;
 }
 

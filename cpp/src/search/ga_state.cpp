@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -118,7 +119,7 @@ GaState load_ga_state(const std::string& path, const CandidateTable& table, cons
   auto genome = [&](const json::Value& v) {
     Genome g;
     for (const json::Value& x : json::as_array(v, what)) {
-      g.push_back(static_cast<int>(json::as_int(x, what)));
+      g.push_back(static_cast<int>(json::as_int(x, 0, std::numeric_limits<int>::max(), what)));
     }
     try {
       table.check_genome(g);
@@ -137,9 +138,11 @@ GaState load_ga_state(const std::string& path, const CandidateTable& table, cons
   };
 
   GaState s;
-  s.generation = static_cast<int>(json::as_int(json::member(doc, "generation", what), what));
-  s.evaluations = json::as_int(json::member(doc, "evaluations", what), what);
-  MPQ_CHECK_VALUE(s.generation >= 0 && s.evaluations >= 0, what, ": negative generation or count");
+  constexpr int64_t kMaxGeneration = std::numeric_limits<int>::max() - 1;
+  constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
+  s.generation = static_cast<int>(
+      json::as_int(json::member(doc, "generation", what), 0, kMaxGeneration, what));
+  s.evaluations = json::as_int(json::member(doc, "evaluations", what), 0, kMaxCount, what);
   for (const json::Value& p : json::as_array(json::member(doc, "population", what), what)) {
     json::check_keys(p, {"fitness", "genome"}, what);
     s.population.push_back({genome(json::member(p, "genome", what)),
@@ -149,11 +152,11 @@ GaState load_ga_state(const std::string& path, const CandidateTable& table, cons
                   s.population.size(), " individuals, the search has ", population);
   for (const json::Value& h : json::as_array(json::member(doc, "history", what), what)) {
     json::check_keys(h, {"generation", "best", "median", "evaluations", "seconds"}, what);
-    s.history.push_back({static_cast<int>(json::as_int(json::member(h, "generation", what), what)),
-                         finite(json::member(h, "best", what)),
-                         finite(json::member(h, "median", what)),
-                         json::as_int(json::member(h, "evaluations", what), what),
-                         finite(json::member(h, "seconds", what))});
+    s.history.push_back(
+        {static_cast<int>(json::as_int(json::member(h, "generation", what), 0, kMaxGeneration, what)),
+         finite(json::member(h, "best", what)), finite(json::member(h, "median", what)),
+         json::as_int(json::member(h, "evaluations", what), 0, kMaxCount, what),
+         finite(json::member(h, "seconds", what))});
   }
   MPQ_CHECK_VALUE(static_cast<int>(s.history.size()) == s.generation + 1, what, ": history has ",
                   s.history.size(), " generations, expected ", s.generation + 1);
