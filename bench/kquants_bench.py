@@ -30,7 +30,7 @@ TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
 IQ_TYPES = ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]
 SHAPES = {
     "square": {"4096x4096": (4096, 4096)},
-    "small": {"1024x4096": (1024, 4096)},
+    "small": {"512x4096": (512, 4096)},
     # Qwen3-4B: hidden 2560, 32 query / 8 kv heads of 128, intermediate 9728 ([out, in]).
     "qwen3-4b": {"attn_q": (4096, 2560), "attn_k": (1024, 2560), "attn_output": (2560, 4096),
                  "ffn_up": (9728, 2560), "ffn_down": (2560, 9728)},

@@ -40,11 +40,14 @@ int best_neighbour(const Lattice& g, int key, const float* xval, const float* w,
   float d2[kMaxNeighbours];
   if (n < 12) {  // short lists (most of IQ2_S's and IQ3's): vector lanes would mostly idle
     for (int j = 0; j < n; ++j) {
-      float d = 0;
+      const int8_t* pg = g.point(nb[1 + j]);
+      float t[D];
       for (int i = 0; i < D; ++i) {
-        const float diff = value(coords[i * n + j]) - xval[i];
-        d += w[i] * diff * diff;
+        const float diff = value(pg[i]) - xval[i];
+        t[i] = w[i] * diff * diff;
       }
+      float d = 0;
+      for (int i = 0; i < D; ++i) d += t[i];
       d2[j] = d;
     }
   } else {
