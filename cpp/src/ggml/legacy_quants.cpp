@@ -26,6 +26,8 @@ inline int32_t order_key(float v) {
 }
 inline float from_order_key(int32_t k) { return std::bit_cast<float>(k ^ ((k >> 31) & 0x7FFFFFFF)); }
 
+inline void store_half(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
+
 inline float first_zero(const float* x) {
   for (int j = 0; j < QK; ++j) {
     if (x[j] == 0) return x[j];
@@ -122,13 +124,15 @@ void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw) {
       // Scale so that the largest-magnitude value maps exactly to level -8 (the extra level).
       const float d = block_signed_absmax(x) / -8;
       const float id = d ? 1.0f / d : 0.0f;
-      b.d = half_from_float(d);
+      // Written straight to the output: bytes stored one by one into a local block and then
+      // copied out as wider words stall the store-to-load forwarding.
+      store_half(out + offsetof(BlockQ4_0, d), half_from_float(d));
+      uint8_t* qs = out + offsetof(BlockQ4_0, qs);
       for (int j = 0; j < QK / 2; ++j) {
         const int lo = smaller(15, int{static_cast<int8_t>(x[j] * id + 8.5f)});
         const int hi = smaller(15, int{static_cast<int8_t>(x[j + QK / 2] * id + 8.5f)});
-        b.qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+        qs[j] = static_cast<uint8_t>(lo | (hi << 4));
       }
-      std::memcpy(out, &b, sizeof b);
     }
     return;
   }
