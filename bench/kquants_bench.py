@@ -3,7 +3,11 @@ one process, on the same float32 matrices: MB/s of input and the ratio mpq/ggml,
 repeated runs, single-threaded and with all threads. ggml's "all threads" splits the rows over
 Python threads (ctypes releases the GIL), as llama-quantize splits a tensor over its workers.
 
-    python bench/kquants_bench.py [--reps 3] [--shapes square|qwen3-4b|all] [--out results.json]
+    python bench/kquants_bench.py [--reps 3] [--shapes square|small|qwen3-4b|all] [--types ...]
+                                  [--out results.json]
+
+The codebook types (iq1_s ... iq3_s) quantize at a few MB/s; --shapes small keeps their runs short.
+ggml aborts on iq2_xxs, iq2_xs and iq1_s without an imatrix, so those rows are only run with one.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ import mpq  # noqa: E402
 from ggml_reference import TYPE_IDS, Ggml  # noqa: E402
 
 TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"]
+IQ_TYPES = ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]
 SHAPES = {
     "square": {"4096x4096": (4096, 4096)},
+    "small": {"512x4096": (512, 4096)},
     # Qwen3-4B: hidden 2560, 32 query / 8 kv heads of 128, intermediate 9728 ([out, in]).
     "qwen3-4b": {"attn_q": (4096, 2560), "attn_k": (1024, 2560), "attn_output": (2560, 4096),
                  "ffn_up": (9728, 2560), "ffn_down": (2560, 9728)},
@@ -63,8 +69,8 @@ def median_time(fn, reps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--shapes", choices=["square", "qwen3-4b", "all"], default="square")
-    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--shapes", choices=["square", "small", "qwen3-4b", "all"], default="square")
+    ap.add_argument("--types", default=",".join(TYPES), help=f"comma-separated; also {','.join(IQ_TYPES)}")
     ap.add_argument("--out", default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     ggml = Ggml()
@@ -81,6 +87,8 @@ def main() -> None:
         mb = x.nbytes / 1e6
         for fmt in args.types.split(","):
             for weighted in (False, True):
+                if not weighted and ggml.requires_imatrix(fmt):
+                    continue
                 for threads in sorted({1, max_threads}):
                     torch.set_num_threads(threads)
                     t_mpq = median_time(lambda: mpq.quantize_ggml(xt, fmt, imp_t if weighted else None), args.reps)

@@ -23,8 +23,10 @@ void bind_kquants(py::module_& m) {
 Args:
     weight: floating tensor; rows of a multiple of the format's block size.
     format: "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-        "iq4_nl", "iq4_xs", "f16", "bf16", "f32".
-    importance: optional float [n_per_row] importance weights (imatrix Σx²/count).
+        "iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s",
+        "f16", "bf16", "f32".
+    importance: optional float [n_per_row] importance weights (imatrix Σx²/count); required
+        for iq2_xxs, iq2_xs and iq1_s (ValueError without), as in llama.cpp.
     name: the tensor's name for error messages.
 
 Returns:

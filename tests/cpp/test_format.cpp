@@ -41,3 +41,20 @@ TEST(Format, RegisterRejectsConflicts) {
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
   EXPECT_NE(std::find(names.begin(), names.end(), "my_int4"), names.end());
 }
+
+TEST(Format, CodebookFormatsHaveLlamaCppGeometry) {
+  // name, ggml type id, bytes per 256 weights (ggml-common.h)
+  const struct {
+    const char* name;
+    int32_t type;
+    int64_t bytes;
+  } kIq[] = {{"iq2_xxs", 16, 66}, {"iq2_xs", 17, 74}, {"iq3_xxs", 18, 98}, {"iq1_s", 19, 50},
+             {"iq3_s", 21, 110},  {"iq2_s", 22, 82},  {"iq1_m", 29, 56}};
+  for (const auto& t : kIq) {
+    const mpq::Format f = mpq::find_format(t.name);
+    EXPECT_EQ(f.family, mpq::FormatFamily::kGgml) << t.name;
+    EXPECT_EQ(f.ggml_type, t.type) << t.name;
+    EXPECT_EQ(f.group_size, 256) << t.name;
+    EXPECT_EQ(f.bytes(3, 512), 3 * 2 * t.bytes) << t.name;
+  }
+}

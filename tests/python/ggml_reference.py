@@ -6,7 +6,8 @@ import os
 import numpy as np
 
 TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10,
-            "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq4_nl": 20, "iq4_xs": 23, "bf16": 30}
+            "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq2_xxs": 16, "iq2_xs": 17, "iq3_xxs": 18,
+            "iq1_s": 19, "iq4_nl": 20, "iq3_s": 21, "iq2_s": 22, "iq4_xs": 23, "iq1_m": 29, "bf16": 30}
 
 
 class _Traits(ctypes.Structure):
@@ -37,6 +38,11 @@ class Ggml:
         self.lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
         self.lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
         self.lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+        self.lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+        self.lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+
+    def requires_imatrix(self, fmt: str) -> bool:
+        return self.lib.ggml_quantize_requires_imatrix(TYPE_IDS[fmt])
 
     def row_size(self, fmt: str, n: int) -> int:
         return self.lib.ggml_row_size(TYPE_IDS[fmt], n)
@@ -48,6 +54,8 @@ class Ggml:
         self.lib.ggml_quantize_init(t)
         out = np.zeros((rows, self.row_size(fmt, n)), dtype=np.uint8)
         imp = None
+        # ggml aborts the process (GGML_ASSERT) instead of refusing: never let it get that far
+        assert importance is not None or not self.requires_imatrix(fmt), f"ggml would abort: {fmt} needs an imatrix"
         if importance is not None:
             importance = np.ascontiguousarray(importance, dtype=np.float32)
             imp = importance.ctypes.data

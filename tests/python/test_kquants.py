@@ -131,3 +131,15 @@ def test_bad_input_is_reported():
         mpq.quantize_tensor(w, "int4_g32", torch.ones(255))
     with pytest.raises(ValueError, match="take 144 bytes"):
         mpq.dequantize_ggml(torch.zeros(2, 143, dtype=torch.uint8), "q4_k", 256)
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
+def test_signed_zeros_and_ties_match_ggml(ggml, fmt):
+    """The reference scans keep the first of equal values: which zero (+0 or -0) sets a block's
+    min, max or scale shows in the fp16 sign bits."""
+    rng = np.random.default_rng(5)
+    x = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 2.0], np.float32), (600, 64))
+    x[:200] = rng.choice(np.array([0.0, -0.0], np.float32), (200, 64))
+    x[200:400] = np.abs(x[200:400])
+    x[400:] = -np.abs(x[400:])
+    np.testing.assert_array_equal(mpq.quantize_ggml(torch.from_numpy(x), fmt).numpy(), ggml.quantize(x, fmt))

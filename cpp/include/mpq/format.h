@@ -16,7 +16,7 @@ enum class FormatFamily {
 struct Format {
   std::string name;
   FormatFamily family = FormatFamily::kInteger;
-  int bits = 4;            // 2..8
+  int bits = 4;            // integer formats: 2..8; ggml formats: nominal bits (1 for iq1_s/m)
   int64_t group_size = 0;  // weights sharing one scale along a row; 0 = the whole row
   bool symmetric = false;  // symmetric: no zero point, codes centred on 2^(bits-1)
   int32_t ggml_type = -1;  // kGgml: the ggml type id (GGUF tensor type); -1 otherwise

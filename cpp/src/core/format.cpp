@@ -52,6 +52,9 @@ constexpr std::pair<detail::ggml::Type, int> kGgmlTypes[] = {
     {detail::ggml::Type::Q5_0, 5},   {detail::ggml::Type::Q5_1, 5},  {detail::ggml::Type::Q2_K, 2},
     {detail::ggml::Type::Q3_K, 3},   {detail::ggml::Type::Q4_K, 4},  {detail::ggml::Type::Q5_K, 5},
     {detail::ggml::Type::Q6_K, 6},   {detail::ggml::Type::IQ4_NL, 4}, {detail::ggml::Type::IQ4_XS, 4},
+    {detail::ggml::Type::IQ3_S, 3},  {detail::ggml::Type::IQ3_XXS, 3}, {detail::ggml::Type::IQ2_S, 2},
+    {detail::ggml::Type::IQ2_XS, 2}, {detail::ggml::Type::IQ2_XXS, 2}, {detail::ggml::Type::IQ1_M, 1},
+    {detail::ggml::Type::IQ1_S, 1},
 };
 
 struct Registry {

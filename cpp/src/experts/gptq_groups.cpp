@@ -75,6 +75,8 @@ class GgmlGroups : public GptqGroups {
     const g::TypeInfo& info = g::info(type_);
     MPQ_CHECK_VALUE(g::is_quantized(type_), "GPTQ cannot target ", f.name,
                     ": it is a plain float type");
+    MPQ_CHECK_VALUE(!g::is_codebook(type_), "GPTQ cannot target ", f.name,
+                    ": its codes index a codebook of 8 or 4 weights, not one weight each");
     group_size_ = info.block_size;
     grid_ = g::grid_info(type_);
     type_size_ = info.type_size;

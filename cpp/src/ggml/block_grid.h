@@ -49,7 +49,8 @@ struct GridInfo {
   int32_t zero_code;      // the code whose level is nearest 0, what a zero scale rounds to
 };
 
-// For the quantized types (is_quantized(type)); {0, 0, nullptr, 0} for any other.
+// For the quantized types with a per-weight grid (is_quantized(type) && !is_codebook(type));
+// {0, 0, nullptr, 0} for any other (the codebook types' codes index vectors of weights).
 GridInfo grid_info(Type type);
 
 inline float grid_level(const GridInfo& g, int32_t q) {

@@ -10,6 +10,7 @@ namespace mpq::detail::ggml {
 
 void quantize_row(Type type, const float* src, void* dst, int64_t n_per_row, const float* importance) {
   assert(is_supported(type) && n_per_row % info(type).block_size == 0);
+  assert(importance || !requires_importance(type));
   const float* qw = importance;
   switch (type) {
     case Type::F32: std::memcpy(dst, src, static_cast<size_t>(n_per_row) * sizeof(float)); return;
@@ -27,6 +28,13 @@ void quantize_row(Type type, const float* src, void* dst, int64_t n_per_row, con
     case Type::Q6_K: quantize_q6_k(src, dst, n_per_row, qw); return;
     case Type::IQ4_NL: quantize_iq4_nl(src, dst, n_per_row, qw); return;
     case Type::IQ4_XS: quantize_iq4_xs(src, dst, n_per_row, qw); return;
+    case Type::IQ2_XXS: quantize_iq2_xxs(src, dst, n_per_row, qw); return;
+    case Type::IQ2_XS: quantize_iq2_xs(src, dst, n_per_row, qw); return;
+    case Type::IQ2_S: quantize_iq2_s(src, dst, n_per_row, qw); return;
+    case Type::IQ3_XXS: quantize_iq3_xxs(src, dst, n_per_row, qw); return;
+    case Type::IQ3_S: quantize_iq3_s(src, dst, n_per_row, qw); return;
+    case Type::IQ1_S: quantize_iq1_s(src, dst, n_per_row, qw); return;
+    case Type::IQ1_M: quantize_iq1_m(src, dst, n_per_row, qw); return;
   }
 }
 
@@ -48,6 +56,13 @@ void dequantize_row(Type type, const void* src, float* dst, int64_t n_per_row) {
     case Type::Q6_K: dequantize_q6_k(src, dst, n_per_row); return;
     case Type::IQ4_NL: dequantize_iq4_nl(src, dst, n_per_row); return;
     case Type::IQ4_XS: dequantize_iq4_xs(src, dst, n_per_row); return;
+    case Type::IQ2_XXS: dequantize_iq2_xxs(src, dst, n_per_row); return;
+    case Type::IQ2_XS: dequantize_iq2_xs(src, dst, n_per_row); return;
+    case Type::IQ2_S: dequantize_iq2_s(src, dst, n_per_row); return;
+    case Type::IQ3_XXS: dequantize_iq3_xxs(src, dst, n_per_row); return;
+    case Type::IQ3_S: dequantize_iq3_s(src, dst, n_per_row); return;
+    case Type::IQ1_S: dequantize_iq1_s(src, dst, n_per_row); return;
+    case Type::IQ1_M: dequantize_iq1_m(src, dst, n_per_row); return;
   }
 }
 

@@ -2,8 +2,9 @@
 // mpq's own implementation of llama.cpp/ggml's quantization formats, byte-identical to ggml's
 // ggml_quantize_chunk() (with and without an importance matrix) and to its to_float() readers.
 //
-// Everything here is pure, thread-safe and re-entrant: no global state, no allocation, so rows
-// may be quantized in parallel. Inputs are trusted (validated by the caller): finite values,
+// Everything here is pure, thread-safe and re-entrant, so rows may be quantized in parallel. The
+// one piece of shared state, the IQ1-IQ3 codebooks' lattices (iq_grids.h), is built once on
+// first use and read-only after. Inputs are trusted (validated by the caller): finite values,
 // non-negative importance weights, n_per_row a multiple of the type's block size.
 //
 // Byte-exactness depends on doing ggml's float arithmetic in ggml's order; the .cpp files must be
@@ -16,8 +17,10 @@ namespace mpq::detail::ggml {
 
 // Quantizes one row of n_per_row floats into row_size(type, n_per_row) bytes at dst.
 // `importance` (nullable) holds n_per_row per-column weights (an imatrix row). As in ggml:
-// Q8_0 ignores it; the legacy and K types without it use ggml's reference quantizer; the IQ4
-// types always run their weighted search (squared values stand in for missing weights).
+// Q8_0 ignores it; the legacy and K types without it use ggml's reference quantizer; the IQ4,
+// IQ3, IQ2_S and IQ1_M types always run their weighted search (squared values stand in for
+// missing weights); IQ2_XXS, IQ2_XS and IQ1_S require it (requires_importance(), checked by the
+// caller).
 // F32 / F16 / BF16 rows are plain conversions and ignore it.
 void quantize_row(Type type, const float* src, void* dst, int64_t n_per_row,
                   const float* importance);

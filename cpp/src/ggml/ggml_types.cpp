@@ -22,6 +22,13 @@ constexpr TypeInfo kQ5_K{"q5_k", kSuperBlock, sizeof(BlockQ5_K)};
 constexpr TypeInfo kQ6_K{"q6_k", kSuperBlock, sizeof(BlockQ6_K)};
 constexpr TypeInfo kIQ4_NL{"iq4_nl", kBlock32, sizeof(BlockIQ4_NL)};
 constexpr TypeInfo kIQ4_XS{"iq4_xs", kSuperBlock, sizeof(BlockIQ4_XS)};
+constexpr TypeInfo kIQ2_XXS{"iq2_xxs", kSuperBlock, sizeof(BlockIQ2_XXS)};
+constexpr TypeInfo kIQ2_XS{"iq2_xs", kSuperBlock, sizeof(BlockIQ2_XS)};
+constexpr TypeInfo kIQ2_S{"iq2_s", kSuperBlock, sizeof(BlockIQ2_S)};
+constexpr TypeInfo kIQ3_XXS{"iq3_xxs", kSuperBlock, sizeof(BlockIQ3_XXS)};
+constexpr TypeInfo kIQ3_S{"iq3_s", kSuperBlock, sizeof(BlockIQ3_S)};
+constexpr TypeInfo kIQ1_S{"iq1_s", kSuperBlock, sizeof(BlockIQ1_S)};
+constexpr TypeInfo kIQ1_M{"iq1_m", kSuperBlock, sizeof(BlockIQ1_M)};
 
 }  // namespace
 
@@ -42,6 +49,13 @@ const TypeInfo& info(Type type) {
     case Type::Q6_K: return kQ6_K;
     case Type::IQ4_NL: return kIQ4_NL;
     case Type::IQ4_XS: return kIQ4_XS;
+    case Type::IQ2_XXS: return kIQ2_XXS;
+    case Type::IQ2_XS: return kIQ2_XS;
+    case Type::IQ2_S: return kIQ2_S;
+    case Type::IQ3_XXS: return kIQ3_XXS;
+    case Type::IQ3_S: return kIQ3_S;
+    case Type::IQ1_S: return kIQ1_S;
+    case Type::IQ1_M: return kIQ1_M;
   }
   return kUnknown;
 }
@@ -49,6 +63,23 @@ const TypeInfo& info(Type type) {
 bool is_supported(Type type) { return info(type).block_size != 0; }
 
 bool is_quantized(Type type) { return is_supported(type) && info(type).block_size > 1; }
+
+bool requires_importance(Type type) {
+  return type == Type::IQ2_XXS || type == Type::IQ2_XS || type == Type::IQ1_S;
+}
+
+bool is_codebook(Type type) {
+  switch (type) {
+    case Type::IQ2_XXS:
+    case Type::IQ2_XS:
+    case Type::IQ2_S:
+    case Type::IQ3_XXS:
+    case Type::IQ3_S:
+    case Type::IQ1_S:
+    case Type::IQ1_M: return true;
+    default: return false;
+  }
+}
 
 size_t row_size(Type type, int64_t n_per_row) {
   const TypeInfo& t = info(type);

@@ -20,8 +20,15 @@ enum class Type : int32_t {
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
   IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
   IQ4_XS = 23,
+  IQ1_M = 29,
   BF16 = 30,
 };
 
@@ -36,6 +43,11 @@ bool is_supported(Type type);
 const TypeInfo& info(Type type);
 // True for the block formats (everything but F32, F16, BF16).
 bool is_quantized(Type type);
+// True for the types ggml refuses to quantize without importance weights (an imatrix):
+// IQ2_XXS, IQ2_XS, IQ1_S (ggml_quantize_requires_imatrix).
+bool requires_importance(Type type);
+// True for the codebook types IQ1_*..IQ3_*: their codes are grid indices, not per-weight levels.
+bool is_codebook(Type type);
 // Bytes of one row of n_per_row values; n_per_row must be a multiple of the block size.
 size_t row_size(Type type, int64_t n_per_row);
 

@@ -1,5 +1,6 @@
 // The 32-value "legacy" formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (ggml's quantize_row_*_ref without
 // importance weights, quantize_row_*_impl with them) and their readers.
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
@@ -15,13 +16,52 @@ namespace {
 
 constexpr int QK = kBlock32;
 
-inline void min_max(const float* x, float& min, float& max) {
-  min = FLT_MAX;
-  max = -FLT_MAX;
+// The block scans of the reference quantizers, vectorised: a float min / max with ggml's tie rules
+// (the first of equal values wins, which matters only for the sign of a zero) does not vectorise,
+// but on integer keys that order like the floats it does; the zero case is settled afterwards.
+// Inputs are finite.
+inline int32_t order_key(float v) {
+  const auto b = std::bit_cast<int32_t>(v);
+  return b ^ ((b >> 31) & 0x7FFFFFFF);  // negative floats: flip the magnitude bits
+}
+inline float from_order_key(int32_t k) { return std::bit_cast<float>(k ^ ((k >> 31) & 0x7FFFFFFF)); }
+
+inline void store_half(uint8_t* p, uint16_t h) { std::memcpy(p, &h, 2); }
+
+inline float first_zero(const float* x) {
   for (int j = 0; j < QK; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
+    if (x[j] == 0) return x[j];
   }
+  return 0.f;
+}
+
+// ggml's "if (x < min) min = x; if (x > max) max = x" from FLT_MAX / -FLT_MAX.
+inline void min_max(const float* x, float& min, float& max) {
+  int32_t kmin = order_key(FLT_MAX), kmax = order_key(-FLT_MAX);
+  for (int j = 0; j < QK; ++j) {
+    const int32_t k = order_key(x[j]);
+    kmin = k < kmin ? k : kmin;
+    kmax = k > kmax ? k : kmax;
+  }
+  min = from_order_key(kmin);
+  max = from_order_key(kmax);
+  if (min == 0) min = first_zero(x);  // +0 and -0 tie: the first in order
+  if (max == 0) max = first_zero(x);
+}
+
+// ggml's Q4_0 / Q5_0 scan "if (amax < |x|) { amax = |x|; max = x; }" from 0: the first value of
+// largest magnitude, +0 when all are zero. |x|'s bits order like |x|.
+inline float block_signed_absmax(const float* x) {
+  int32_t m = 0;
+  for (int j = 0; j < QK; ++j) {
+    const int32_t a = std::bit_cast<int32_t>(x[j]) & 0x7FFFFFFF;
+    m = a > m ? a : m;
+  }
+  if (m == 0) return 0.f;
+  for (int j = 0; j < QK; ++j) {
+    if ((std::bit_cast<int32_t>(x[j]) & 0x7FFFFFFF) == m) return x[j];
+  }
+  return 0.f;  // unreachable
 }
 
 // The weighted paths scale each importance weight by sqrt(sigma2 + x^2), sigma2 = mean x^2 over
@@ -82,15 +122,17 @@ void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw) {
   if (!qw) {
     for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
       // Scale so that the largest-magnitude value maps exactly to level -8 (the extra level).
-      const float d = signed_absmax(x, QK) / -8;
+      const float d = block_signed_absmax(x) / -8;
       const float id = d ? 1.0f / d : 0.0f;
-      b.d = half_from_float(d);
+      // Written straight to the output: bytes stored one by one into a local block and then
+      // copied out as wider words stall the store-to-load forwarding.
+      store_half(out + offsetof(BlockQ4_0, d), half_from_float(d));
+      uint8_t* qs = out + offsetof(BlockQ4_0, qs);
       for (int j = 0; j < QK / 2; ++j) {
         const int lo = smaller(15, int{static_cast<int8_t>(x[j] * id + 8.5f)});
         const int hi = smaller(15, int{static_cast<int8_t>(x[j + QK / 2] * id + 8.5f)});
-        b.qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+        qs[j] = static_cast<uint8_t>(lo | (hi << 4));
       }
-      std::memcpy(out, &b, sizeof b);
     }
     return;
   }
@@ -149,7 +191,7 @@ void quantize_q5_0(const float* x, void* dst, int64_t n, const float* qw) {
   if (!qw) {
     uint8_t L[QK];
     for (int64_t ib = 0; ib < nb; ++ib, x += QK, out += sizeof b) {
-      const float d = signed_absmax(x, QK) / -16;
+      const float d = block_signed_absmax(x) / -16;
       const float id = d ? 1.0f / d : 0.0f;
       b.d = half_from_float(d);
       for (int j = 0; j < QK; ++j) {

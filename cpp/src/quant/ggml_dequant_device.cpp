@@ -1,6 +1,6 @@
 // The ggml block formats read with ATen ops only, on whatever device holds the blocks. Mirrors
-// the row kernels of cpp/src/ggml (legacy_quants.cpp, k_dequants.cpp, iq4_quants.cpp, fp16.cpp)
-// value for value:
+// the row kernels of cpp/src/ggml (legacy_quants.cpp, k_dequants.cpp, iq4_quants.cpp,
+// iq_dequants.cpp, fp16.cpp) value for value:
 //   - blocks are viewed as [n_blocks, type_size] and each field sliced out of the bytes; bit
 //     fields are unpacked with int32 shifts and masks, broadcast against small shift tensors, into
 //     the order the row kernel writes its values;
@@ -15,6 +15,7 @@
 #include <array>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -23,6 +24,7 @@
 #include "core/checks.h"
 #include "ggml/ggml_blocks.h"
 #include "ggml/ggml_types.h"
+#include "ggml/iq_grids.h"
 
 namespace mpq::detail {
 namespace {
@@ -240,6 +242,158 @@ at::Tensor deq_iq4_xs(const at::Tensor& blk) {
   return at::mul(dl, lookup(iq4_values(blk), idx));          // dl * kValues[q]
 }
 
+// ---------------------------------------------------------------- codebook super-blocks (IQ1-IQ3)
+
+// A grid (iq_grids.h) as float32 [entries, bytes per entry] on blk's device; each entry's bytes
+// are its values (unsigned; signed for IQ1's -1 / 0 / 1).
+template <typename T, size_t N>
+at::Tensor grid_table(const at::Tensor& blk, const T (&grid)[N], bool is_signed) {
+  const at::Tensor bytes = at::from_blob(const_cast<T*>(grid), {static_cast<int64_t>(N * sizeof(T))}, at::kByte);
+  const at::Tensor t = is_signed ? bytes.view(at::kChar).to(at::kFloat) : bytes.to(at::kFloat);
+  return t.view({static_cast<int64_t>(N), static_cast<int64_t>(sizeof(T))}).to(blk.device());
+}
+
+// grid rows for indices idx (any integer shape): [..., bytes per entry].
+at::Tensor grid_rows(const at::Tensor& table, const at::Tensor& idx) {
+  std::vector<int64_t> shape(idx.sizes().begin(), idx.sizes().end());
+  shape.push_back(table.size(1));
+  return table.index_select(0, idx.reshape({-1}).to(at::kLong)).view(shape);
+}
+
+// Little-endian u16 / u32 fields: n of them from `off`, as int64 [nb, n].
+at::Tensor words(const at::Tensor& blk, int64_t off, int64_t n, int width) {
+  const at::Tensor b = blk.narrow(1, off, n * width).to(at::kLong).view({blk.size(0), n, width});
+  at::Tensor w = b.select(2, 0);
+  for (int i = 1; i < width; ++i) w = at::bitwise_or(w, at::bitwise_left_shift(b.select(2, i), 8 * i));
+  return w;
+}
+
+// +1 / -1 (float32) for bits 0..7 of each sign byte: [..., 8].
+at::Tensor sign_factors(const at::Tensor& signs) {
+  const at::Tensor bit = field(signs.unsqueeze(-1), at::arange(8, signs.options().dtype(signs.scalar_type())), 1);
+  return at::rsub(fl(bit).mul(2), 1);  // 1 - 2 bit: exact
+}
+
+// 7 stored sign bits -> the sign byte with the even-parity 8th bit (ggml's ksigns_iq2xs).
+at::Tensor even_signs(const at::Tensor& seven) {
+  at::Tensor parity = at::zeros_like(seven);
+  for (int j = 0; j < 7; ++j) parity = at::bitwise_xor(parity, field(seven, at::scalar_tensor(j, seven.options()), 1));
+  return at::bitwise_or(seven, at::bitwise_left_shift(parity, 7));
+}
+
+// d * (0.5 + ls) * k for the 4-bit group scales of IQ2 / IQ3_XXS.
+at::Tensor half_step_scale(const at::Tensor& d, const at::Tensor& ls, double k) {
+  return at::mul(at::mul(d, at::add(fl(ls), 0.5)), k);
+}
+
+at::Tensor deq_iq2_xxs(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor d = half_field(blk, offsetof(g::BlockIQ2_XXS, d));  // [nb, 1]
+  const at::Tensor aux = words(blk, offsetof(g::BlockIQ2_XXS, qs), 16, 4).view({nb, 8, 2});
+  const at::Tensor idx = bytes(blk, offsetof(g::BlockIQ2_XXS, qs), 64).view({nb, 8, 2, 4}).select(2, 0);
+  const at::Tensor hi = aux.select(2, 1);                                                  // [nb, 8]
+  const at::Tensor db = half_step_scale(d, at::bitwise_right_shift(hi, 28), 0.25).view({nb, 8, 1, 1});
+  const at::Tensor seven = field(hi.unsqueeze(2), steps(hi, 4, 7, {1, 1, 4}).to(at::kLong), 127);
+  const at::Tensor grid = grid_rows(grid_table(blk, g::kIq2xxsGrid, false), idx);         // [nb, 8, 4, 8]
+  return at::mul(at::mul(db, grid), sign_factors(even_signs(seven)));
+}
+
+// IQ2_XS / IQ2_S scales: db [nb, 8 groups, 4 codewords, 1], codewords 0-1 from the low nibble.
+at::Tensor iq2_pair_scales(const at::Tensor& blk, int64_t d_off, int64_t scales_off) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor d = half_field(blk, d_off).view({nb, 1, 1});
+  const at::Tensor sc = bytes(blk, scales_off, 8).view({nb, 8, 1});
+  const at::Tensor ls = at::cat({low4(sc), high4(sc)}, 2);  // [nb, 8, 2]
+  return half_step_scale(d, ls, 0.25).repeat_interleave(2, 2).view({nb, 8, 4, 1});
+}
+
+at::Tensor deq_iq2_xs(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor q = words(blk, offsetof(g::BlockIQ2_XS, qs), 32, 2).view({nb, 8, 4});
+  const at::Tensor db = iq2_pair_scales(blk, offsetof(g::BlockIQ2_XS, d), offsetof(g::BlockIQ2_XS, scales));
+  const at::Tensor grid = grid_rows(grid_table(blk, g::kIq2xsGrid, false), at::bitwise_and(q, 511));
+  return at::mul(at::mul(db, grid), sign_factors(even_signs(at::bitwise_right_shift(q, 9))));
+}
+
+at::Tensor deq_iq2_s(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor lo = bytes(blk, offsetof(g::BlockIQ2_S, qs), 32).view({nb, 8, 4});
+  const at::Tensor signs = bytes(blk, offsetof(g::BlockIQ2_S, qs) + 32, 32).view({nb, 8, 4});
+  const at::Tensor qh = bytes(blk, offsetof(g::BlockIQ2_S, qh), 8).view({nb, 8, 1});
+  const at::Tensor high = field(qh, steps(qh, 4, 2, {1, 1, 4}), 3);  // bits 2l..2l+1 of qh[ib]
+  const at::Tensor idx = at::bitwise_or(lo, at::bitwise_left_shift(high, 8));
+  const at::Tensor db = iq2_pair_scales(blk, offsetof(g::BlockIQ2_S, d), offsetof(g::BlockIQ2_S, scales));
+  const at::Tensor grid = grid_rows(grid_table(blk, g::kIq2sGrid, false), idx);
+  return at::mul(at::mul(db, grid), sign_factors(signs));
+}
+
+at::Tensor deq_iq3_xxs(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor d = half_field(blk, offsetof(g::BlockIQ3_XXS, d));
+  const at::Tensor idx = bytes(blk, offsetof(g::BlockIQ3_XXS, qs), 64).view({nb, 8, 4, 2});
+  const at::Tensor aux = words(blk, offsetof(g::BlockIQ3_XXS, qs) + 64, 8, 4);  // [nb, 8]
+  const at::Tensor db = half_step_scale(d, at::bitwise_right_shift(aux, 28), 0.5).view({nb, 8, 1, 1});
+  const at::Tensor seven = field(aux.unsqueeze(2), steps(aux, 4, 7, {1, 1, 4}).to(at::kLong), 127);
+  // each 8 values: two 4-value codewords under one sign byte
+  const at::Tensor grid = grid_rows(grid_table(blk, g::kIq3xxsGrid, false), idx).view({nb, 8, 4, 8});
+  return at::mul(at::mul(db, grid), sign_factors(even_signs(seven)));
+}
+
+at::Tensor deq_iq3_s(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor d = half_field(blk, offsetof(g::BlockIQ3_S, d)).view({nb, 1, 1});
+  const at::Tensor lo = bytes(blk, offsetof(g::BlockIQ3_S, qs), 64).view({nb, 8, 8});
+  const at::Tensor qh = bytes(blk, offsetof(g::BlockIQ3_S, qh), 8).view({nb, 8, 1});
+  const at::Tensor idx = at::bitwise_or(lo, at::bitwise_left_shift(field(qh, steps(qh, 8, 1, {1, 1, 8}), 1), 8));
+  const at::Tensor signs = bytes(blk, offsetof(g::BlockIQ3_S, signs), 32).view({nb, 8, 4});
+  const at::Tensor sc = bytes(blk, offsetof(g::BlockIQ3_S, scales), 4).view({nb, 4, 1});
+  const at::Tensor ls = at::cat({low4(sc), high4(sc)}, 2).view({nb, 8, 1});
+  const at::Tensor db = at::mul(d, fl(at::add(at::mul(ls, 2), 1))).view({nb, 8, 1, 1});  // d * (1 + 2 ls)
+  const at::Tensor grid = grid_rows(grid_table(blk, g::kIq3sGrid, false), idx).view({nb, 8, 4, 8});
+  return at::mul(at::mul(db, grid), sign_factors(signs));
+}
+
+// IQ1: dl * (grid + delta), delta = +-1/8 from a sign bit.
+at::Tensor ternary(const at::Tensor& dl, const at::Tensor& grid, const at::Tensor& delta_bit) {
+  const at::Tensor delta = at::rsub(fl(delta_bit).mul(0.25), 0.125);  // 0.125 - 0.25 bit: exact
+  return at::mul(dl, at::add(grid, delta));
+}
+
+at::Tensor deq_iq1_s(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor d = half_field(blk, offsetof(g::BlockIQ1_S, d)).view({nb, 1, 1});
+  const at::Tensor qh = words(blk, offsetof(g::BlockIQ1_S, qh), 8, 2).view({nb, 8, 1});
+  const at::Tensor lo = bytes(blk, offsetof(g::BlockIQ1_S, qs), 32).view({nb, 8, 4}).to(at::kLong);
+  const at::Tensor idx = at::bitwise_or(lo, at::bitwise_left_shift(field(qh, steps(qh, 4, 3, {1, 1, 4}).to(at::kLong), 7), 8));
+  const at::Tensor ls = field(qh, at::scalar_tensor(12, qh.options()), 7);
+  const at::Tensor dl = at::mul(d, fl(at::add(at::mul(ls, 2), 1))).view({nb, 8, 1, 1});
+  const at::Tensor delta_bit = field(qh, at::scalar_tensor(15, qh.options()), 1).view({nb, 8, 1, 1});
+  return ternary(dl, grid_rows(grid_table(blk, g::kIq1sGrid, true), idx), delta_bit);
+}
+
+at::Tensor float_from_half_bits(const at::Tensor& h);
+
+at::Tensor deq_iq1_m(const at::Tensor& blk) {
+  const int64_t nb = blk.size(0);
+  const at::Tensor sc = words(blk, offsetof(g::BlockIQ1_M, scales), 4, 2);  // [nb, 4]
+  // the fp16 super-scale: the top nibble of each scale word, word 0 lowest
+  at::Tensor dh = at::zeros({nb}, sc.options());
+  for (int w = 0; w < 4; ++w) {
+    dh = at::bitwise_or(dh, at::bitwise_left_shift(at::bitwise_right_shift(sc.select(1, w), 12), 4 * w));
+  }
+  const at::Tensor d = float_from_half_bits(dh.to(at::kInt)).view({nb, 1, 1});
+  // 3-bit scale of 16 values k (k = 2 ib + half): bits 3 (k % 4) of word k / 4
+  const at::Tensor ls = field(sc.view({nb, 4, 1}), steps(sc, 4, 3, {1, 1, 4}).to(at::kLong), 7).view({nb, 16, 1});
+  const at::Tensor dl = at::mul(d, fl(at::add(at::mul(ls, 2), 1))).view({nb, 16, 1, 1});
+  // per 8 values m (m = 2 k + i): nibble i of qh[k]: 3 high index bits, then the delta sign
+  const at::Tensor qh = bytes(blk, offsetof(g::BlockIQ1_M, qh), 16).view({nb, 16, 1});
+  const at::Tensor nib = field(qh, steps(qh, 2, 4, {1, 1, 2}), 15);  // [nb, 16, 2]
+  const at::Tensor lo = bytes(blk, offsetof(g::BlockIQ1_M, qs), 32).view({nb, 16, 2});
+  const at::Tensor idx = at::bitwise_or(lo, at::bitwise_left_shift(at::bitwise_and(nib, 7), 8));
+  const at::Tensor delta_bit = at::bitwise_right_shift(nib, 3).unsqueeze(3);
+  return ternary(dl, grid_rows(grid_table(blk, g::kIq1sGrid, true), idx), delta_bit);
+}
+
 // ---------------------------------------------------------------- plain float rows
 
 // A fresh contiguous copy of the bytes, so that a dtype view of it is aligned and owns its data.
@@ -308,6 +462,13 @@ at::Tensor dequantize_ggml_device(const at::Tensor& blocks, ggml::Type type, int
     case g::Type::Q6_K: y = deq_q6_k(blk); break;
     case g::Type::IQ4_NL: y = deq_iq4_nl(blk); break;
     case g::Type::IQ4_XS: y = deq_iq4_xs(blk); break;
+    case g::Type::IQ2_XXS: y = deq_iq2_xxs(blk); break;
+    case g::Type::IQ2_XS: y = deq_iq2_xs(blk); break;
+    case g::Type::IQ2_S: y = deq_iq2_s(blk); break;
+    case g::Type::IQ3_XXS: y = deq_iq3_xxs(blk); break;
+    case g::Type::IQ3_S: y = deq_iq3_s(blk); break;
+    case g::Type::IQ1_S: y = deq_iq1_s(blk); break;
+    case g::Type::IQ1_M: y = deq_iq1_m(blk); break;
     default: MPQ_ASSERT(false, "unreachable ggml type ", static_cast<int32_t>(type));
   }
   return y.reshape({rows, n_per_row}).contiguous();

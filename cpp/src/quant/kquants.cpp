@@ -86,6 +86,8 @@ at::Tensor quantize_ggml(const at::Tensor& weight, const Format& format,
   if (importance && importance->defined()) {
     imp = detail::checked_importance(*importance, n, name).to(at::kCPU).contiguous();
   }
+  MPQ_CHECK_VALUE(imp.defined() || !g::requires_importance(type), name, ": ", format.name,
+                  " needs importance weights (an imatrix), as in llama.cpp; pass `importance`");
 
   const int64_t row_bytes = static_cast<int64_t>(g::row_size(type, n));
   at::Tensor out = at::empty({rows, row_bytes}, at::TensorOptions().dtype(at::kByte));
@@ -148,7 +150,14 @@ Format ggml_fallback(const Format& format, int64_t n_per_row) {
   if (n_per_row % g::info(type).block_size == 0) return format;
   g::Type to = type;
   switch (type) {
-    case g::Type::IQ4_XS: to = g::Type::IQ4_NL; break;
+    case g::Type::IQ4_XS:
+    case g::Type::IQ2_XXS:
+    case g::Type::IQ2_XS:
+    case g::Type::IQ2_S:
+    case g::Type::IQ3_XXS:
+    case g::Type::IQ3_S:
+    case g::Type::IQ1_S:
+    case g::Type::IQ1_M: to = g::Type::IQ4_NL; break;
     case g::Type::Q2_K:
     case g::Type::Q3_K: to = g::Type::Q4_0; break;
     case g::Type::Q4_K: to = g::Type::Q5_0; break;
