@@ -6,21 +6,14 @@
 #include <mpq/error.h>
 
 #include "bind.h"
+#include "bind_options.h"
 
 namespace mpq::bindings {
 
 void bind_calibration(py::module_& m) {
-  py::class_<CalibratorOptions>(m, "CalibratorOptions", "Options of the Calibrator.")
-      .def(py::init([](bool collect_xtx, at::ScalarType accumulate_dtype) {
-             CalibratorOptions o{collect_xtx, accumulate_dtype};
-             o.validate();
-             return o;
-           }),
-           py::arg("collect_xtx") = true, py::arg("accumulate_dtype") = at::kFloat)
-      .def_readwrite("collect_xtx", &CalibratorOptions::collect_xtx)
-      .def_readwrite("accumulate_dtype", &CalibratorOptions::accumulate_dtype)
-      .def("validate", &CalibratorOptions::validate)
-      .def("__repr__", &CalibratorOptions::to_string);
+  py::class_<CalibratorOptions> cal(m, "CalibratorOptions", "Options of the Calibrator.");
+  def_options(cal, field("collect_xtx", &CalibratorOptions::collect_xtx),
+              field("accumulate_dtype", &CalibratorOptions::accumulate_dtype));
 
   m.attr("IMATRIX_MIN_ROWS") = kImatrixMinRows;
   py::class_<LayerStats>(m, "LayerStats", "Sums over a layer's observed input rows.")

@@ -6,6 +6,7 @@
 #include <mpq/error.h>
 
 #include "bind.h"
+#include "bind_options.h"
 
 namespace mpq::bindings {
 namespace {
@@ -127,25 +128,11 @@ Returns:
   py::class_<KquantExpert, Expert, std::shared_ptr<KquantExpert>>(m, "KquantExpert")
       .def(py::init<bool>(), py::arg("use_imatrix") = false);
 
-  py::class_<GptqOptions>(m, "GptqOptions", "Options of GPTQ.")
-      .def(py::init([](double damp, double max_damp, int64_t block_size, bool act_order,
-                       bool static_groups, bool mse_clip, bool importance) {
-             GptqOptions o{damp, max_damp, block_size, act_order, static_groups, mse_clip,
-                           importance};
-             o.validate();
-             return o;
-           }),
-           py::arg("damp") = 0.01, py::arg("max_damp") = 1.0, py::arg("block_size") = 128,
-           py::arg("act_order") = false, py::arg("static_groups") = false,
-           py::arg("mse_clip") = false, py::arg("importance") = true)
-      .def_readwrite("damp", &GptqOptions::damp)
-      .def_readwrite("max_damp", &GptqOptions::max_damp)
-      .def_readwrite("block_size", &GptqOptions::block_size)
-      .def_readwrite("act_order", &GptqOptions::act_order)
-      .def_readwrite("static_groups", &GptqOptions::static_groups)
-      .def_readwrite("mse_clip", &GptqOptions::mse_clip)
-      .def_readwrite("importance", &GptqOptions::importance)
-      .def("__repr__", &GptqOptions::to_string);
+  py::class_<GptqOptions> gptq(m, "GptqOptions", "Options of GPTQ.");
+  def_options(gptq, field("damp", &GptqOptions::damp), field("max_damp", &GptqOptions::max_damp),
+              field("block_size", &GptqOptions::block_size), field("act_order", &GptqOptions::act_order),
+              field("static_groups", &GptqOptions::static_groups),
+              field("mse_clip", &GptqOptions::mse_clip), field("importance", &GptqOptions::importance));
   py::class_<GptqResult>(m, "GptqResult")
       .def_readonly("quantized", &GptqResult::quantized)
       .def_readonly("damp", &GptqResult::damp)
@@ -176,37 +163,16 @@ Returns:
       .def(py::init<GptqOptions>(), py::arg("options") = GptqOptions{})
       .def_property_readonly("options", &GptqExpert::options);
 
-  py::class_<AwqOptions>(m, "AwqOptions", "Options of AWQ.")
-      .def(py::init([](int grid, bool duo_scaling, bool clip, int clip_grid, double max_shrink,
-                       std::vector<std::string> no_clip) {
-             AwqOptions o{grid, duo_scaling, clip, clip_grid, max_shrink, std::move(no_clip)};
-             o.validate();
-             return o;
-           }),
-           py::arg("grid") = 20, py::arg("duo_scaling") = true, py::arg("clip") = true,
-           py::arg("clip_grid") = 20, py::arg("max_shrink") = 0.5,
-           py::arg("no_clip") = std::vector<std::string>{"attn_q", "attn_k"})
-      .def_readwrite("grid", &AwqOptions::grid)
-      .def_readwrite("duo_scaling", &AwqOptions::duo_scaling)
-      .def_readwrite("clip", &AwqOptions::clip)
-      .def_readwrite("clip_grid", &AwqOptions::clip_grid)
-      .def_readwrite("max_shrink", &AwqOptions::max_shrink)
-      .def_readwrite("no_clip", &AwqOptions::no_clip)
-      .def("__repr__", &AwqOptions::to_string);
+  py::class_<AwqOptions> awq(m, "AwqOptions", "Options of AWQ.");
+  def_options(awq, field("grid", &AwqOptions::grid), field("duo_scaling", &AwqOptions::duo_scaling),
+              field("clip", &AwqOptions::clip), field("clip_grid", &AwqOptions::clip_grid),
+              field("max_shrink", &AwqOptions::max_shrink), field("no_clip", &AwqOptions::no_clip));
   py::class_<AwqExpert, Expert, std::shared_ptr<AwqExpert>>(m, "AwqExpert")
       .def(py::init<AwqOptions>(), py::arg("options") = AwqOptions{})
       .def_property_readonly("options", &AwqExpert::options);
 
-  py::class_<SmoothQuantOptions>(m, "SmoothQuantOptions", "Options of SmoothQuant.")
-      .def(py::init([](double alpha, const RtnOptions& rtn) {
-             SmoothQuantOptions o{alpha, rtn};
-             o.validate();
-             return o;
-           }),
-           py::arg("alpha") = 0.5, py::arg("rtn") = RtnOptions{})
-      .def_readwrite("alpha", &SmoothQuantOptions::alpha)
-      .def_readwrite("rtn", &SmoothQuantOptions::rtn)
-      .def("__repr__", &SmoothQuantOptions::to_string);
+  py::class_<SmoothQuantOptions> sq(m, "SmoothQuantOptions", "Options of SmoothQuant.");
+  def_options(sq, field("alpha", &SmoothQuantOptions::alpha), field("rtn", &SmoothQuantOptions::rtn));
   py::class_<SmoothQuantExpert, Expert, std::shared_ptr<SmoothQuantExpert>>(m, "SmoothQuantExpert")
       .def(py::init<SmoothQuantOptions>(), py::arg("options") = SmoothQuantOptions{})
       .def_property_readonly("options", &SmoothQuantExpert::options);

@@ -1,24 +1,14 @@
 #include <mpq/quantizer.h>
 
 #include "bind.h"
+#include "bind_options.h"
 
 namespace mpq::bindings {
 
 void bind_quantizer(py::module_& m) {
-  py::class_<RtnOptions>(m, "RtnOptions", "Options of round-to-nearest quantization.")
-      .def(py::init([](bool mse_clip, int grid, double max_shrink, double norm) {
-             RtnOptions o{mse_clip, grid, max_shrink, norm};
-             o.validate();
-             return o;
-           }),
-           py::arg("mse_clip") = false, py::arg("grid") = 100, py::arg("max_shrink") = 0.8,
-           py::arg("norm") = 2.4)
-      .def_readwrite("mse_clip", &RtnOptions::mse_clip)
-      .def_readwrite("grid", &RtnOptions::grid)
-      .def_readwrite("max_shrink", &RtnOptions::max_shrink)
-      .def_readwrite("norm", &RtnOptions::norm)
-      .def("validate", &RtnOptions::validate)
-      .def("__repr__", &RtnOptions::to_string);
+  py::class_<RtnOptions> rtn(m, "RtnOptions", "Options of round-to-nearest quantization.");
+  def_options(rtn, field("mse_clip", &RtnOptions::mse_clip), field("grid", &RtnOptions::grid),
+              field("max_shrink", &RtnOptions::max_shrink), field("norm", &RtnOptions::norm));
 
   py::class_<QuantizedTensor>(m, "QuantizedTensor",
                               "A packed quantized 2-D weight: codes, fp16 scales, zero points.")

@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 
 #include "bind.h"
+#include "bind_options.h"
 
 namespace mpq::bindings {
 namespace {
@@ -135,43 +136,16 @@ void bind_search(py::module_& m) {
         R"(The allocation of least summed proxy error within the budget (multiple-choice knapsack,
 exact by dynamic programming over bytes unless the byte grid must be coarsened; see search.h).)");
 
-  py::class_<GaOptions>(m, "GaOptions", "Options of genetic_search (see search.h).")
-      .def(py::init([](int population, int generations, std::optional<int> offspring,
-                       int tournament, std::string crossover, double crossover_rate,
-                       std::optional<double> mutation_rate, int elitism, uint64_t seed,
-                       int threads, std::vector<int> survivors, double fill_slack,
-                       bool seed_with_knapsack, std::string checkpoint, bool resume) {
-             GaOptions o{population, generations, offspring, tournament, std::move(crossover),
-                         crossover_rate, mutation_rate, elitism, seed, threads,
-                         std::move(survivors), fill_slack, seed_with_knapsack,
-                         std::move(checkpoint), resume};
-             o.validate();
-             return o;
-           }),
-           py::arg("population") = 20, py::arg("generations") = 12,
-           py::arg("offspring") = py::none(), py::arg("tournament") = 3,
-           py::arg("crossover") = "uniform", py::arg("crossover_rate") = 0.9,
-           py::arg("mutation_rate") = py::none(), py::arg("elitism") = 2, py::arg("seed") = 0,
-           py::arg("threads") = 0, py::arg("survivors") = std::vector<int>{},
-           py::arg("fill_slack") = 0.5, py::arg("seed_with_knapsack") = true,
-           py::arg("checkpoint") = "", py::arg("resume") = false)
-      .def_readwrite("population", &GaOptions::population)
-      .def_readwrite("generations", &GaOptions::generations)
-      .def_readwrite("offspring", &GaOptions::offspring)
-      .def_readwrite("tournament", &GaOptions::tournament)
-      .def_readwrite("crossover", &GaOptions::crossover)
-      .def_readwrite("crossover_rate", &GaOptions::crossover_rate)
-      .def_readwrite("mutation_rate", &GaOptions::mutation_rate)
-      .def_readwrite("elitism", &GaOptions::elitism)
-      .def_readwrite("seed", &GaOptions::seed)
-      .def_readwrite("threads", &GaOptions::threads)
-      .def_readwrite("survivors", &GaOptions::survivors)
-      .def_readwrite("fill_slack", &GaOptions::fill_slack)
-      .def_readwrite("seed_with_knapsack", &GaOptions::seed_with_knapsack)
-      .def_readwrite("checkpoint", &GaOptions::checkpoint)
-      .def_readwrite("resume", &GaOptions::resume)
-      .def("validate", &GaOptions::validate)
-      .def("__repr__", &GaOptions::to_string);
+  py::class_<GaOptions> ga(m, "GaOptions", "Options of genetic_search (see search.h).");
+  def_options(ga, field("population", &GaOptions::population),
+              field("generations", &GaOptions::generations), field("offspring", &GaOptions::offspring),
+              field("tournament", &GaOptions::tournament), field("crossover", &GaOptions::crossover),
+              field("crossover_rate", &GaOptions::crossover_rate),
+              field("mutation_rate", &GaOptions::mutation_rate), field("elitism", &GaOptions::elitism),
+              field("seed", &GaOptions::seed), field("threads", &GaOptions::threads),
+              field("survivors", &GaOptions::survivors), field("fill_slack", &GaOptions::fill_slack),
+              field("seed_with_knapsack", &GaOptions::seed_with_knapsack),
+              field("checkpoint", &GaOptions::checkpoint), field("resume", &GaOptions::resume));
 
   py::class_<GenerationStats>(m, "GenerationStats")
       .def_readonly("generation", &GenerationStats::generation)

@@ -91,54 +91,44 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
 include_dir = _os.path.join(_os.path.dirname(__file__), "include")
 
 
-from .experts import activation_quantization, fake_quantize_activations, make_expert  # noqa: E402
-from .activation_rounding import gguf_formats, llama_cpp_activations  # noqa: E402
+from . import data, evaluation, export, jobs, models, quant, search  # noqa: E402
+from .jobs import compare, quantize, quantize_mixed  # noqa: E402
+from .quant import (activation_quantization, fake_quantize_activations, gguf_formats,  # noqa: E402
+                    llama_cpp_activations, make_expert, quantize_sequential)
+from .search import build_candidates  # noqa: E402
 
 
-def quantize_sequential(*args, **kwargs):
-    """Quantizes a model block by block with the experts (see :func:`mpq.sequential.quantize_sequential`)."""
-    from .sequential import quantize_sequential as _qs
+def _deprecated_aliases() -> None:
+    """The flat module names of mpq 0.1 (mpq.model, mpq.evaluate, ...), kept importable for a
+    while: each is the subpackage (or private module) that now holds its names."""
+    import sys
 
-    return _qs(*args, **kwargs)
-
-
-def build_candidates(*args, **kwargs):
-    """The sensitivity table of a model (see :func:`mpq.sensitivity.build_candidates`)."""
-    from .sensitivity import build_candidates as _bc
-
-    return _bc(*args, **kwargs)
-
-
-def quantize_mixed(*args, **kwargs):
-    """Mixed precision under a size budget, end to end (see :func:`mpq.mixed.quantize_mixed`)."""
-    from .mixed import quantize_mixed as _qm
-
-    return _qm(*args, **kwargs)
+    aliases = {
+        "model": models, "llama2c": models._llama2c, "gguf_model": models._gguf_import,
+        "streaming": models._streaming, "experts": quant._experts, "sequential": quant._sequential,
+        "activation_rounding": quant._activation_rounding, "sensitivity": search, "fitness": search,
+        "evaluate": evaluation, "mmlu": evaluation._mmlu, "llama_bench": evaluation._speed,
+        "pipeline": jobs._quantize, "mixed": jobs._mixed, "comparison": jobs._compare,
+        "plots": jobs._plots, "cli": jobs._cli,
+    }
+    for old, module in aliases.items():
+        sys.modules[f"{__name__}.{old}"] = module
+        globals()[old] = module
 
 
-def quantize(*args, **kwargs):
-    """Runs the main job: one format (see :func:`mpq.pipeline.quantize`), or, given a budget
-    (target_bpw=, target_bytes= or compression=), the mixed-precision pipeline: calibrate,
-    sensitivity, search, export, evaluate (see :func:`mpq.mixed.quantize_mixed`)."""
-    if any(kwargs.get(k) is not None for k in ("target_bpw", "target_bytes", "compression")):
-        from .mixed import quantize_mixed as _qm
-
-        return _qm(*args, **kwargs)
-    from .pipeline import quantize as _quantize
-
-    return _quantize(*args, **kwargs)
-
-
-def compare(*args, **kwargs):
-    """Original vs uniform mixes vs mixed precision, each file run by llama.cpp
-    (see :func:`mpq.comparison.compare`)."""
-    from .comparison import compare as _compare
-
-    return _compare(*args, **kwargs)
-
+_deprecated_aliases()
 
 __all__ = [
     "build_candidates",
+    "data",
+    "evaluation",
+    "export",
+    "jobs",
+    "models",
+    "quant",
+    "search",
+    "gguf_formats",
+    "llama_cpp_activations",
     "compare",
     "quantize_mixed",
     "AwqExpert",

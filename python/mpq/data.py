@@ -54,8 +54,13 @@ def default_tokenizer_path() -> Path:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    """A UTF-8 text file; anything else is a ValueError that names the file and the byte."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{os.fspath(path)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def split_stories(text: str) -> list[str]:
@@ -64,8 +69,8 @@ def split_stories(text: str) -> list[str]:
 
 
 def is_tinystories(path: str | os.PathLike) -> bool:
-    with open(path, encoding="utf-8") as f:
-        return "<|endoftext|>" in f.read(1 << 16)
+    with open(path, "rb") as f:
+        return b"<|endoftext|>" in f.read(1 << 16)
 
 
 def tokenize_file(tokenizer, path: str | os.PathLike, *, first: int | None = None,

@@ -17,6 +17,7 @@ import torch
 
 from . import _C
 from ._C import gguf
+from .models import BLOCK_TENSORS, HFTokenizer, Llama2cTokenizer, pre_tokenizer_name
 
 VT = gguf.ValueType
 GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
@@ -25,24 +26,6 @@ TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 
 # llama_ftype values llama.cpp records in general.file_type, for a plan whose base format is this.
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
               "q3_k": 12, "q4_k": 15, "q5_k": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32}
-
-_BLOCK_TENSORS = {  # transformers name inside model.layers.N -> GGUF name inside blk.N
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.q_norm.weight": "attn_q_norm.weight",
-    "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-
 
 @dataclass
 class ExportedTensor:
@@ -138,10 +121,10 @@ def model_tensors(model) -> list[tuple[str, torch.Tensor]]:
         out.append(("rope_freqs.weight", llama3_rope_freqs(config)))
     for i in range(config.num_hidden_layers):
         prefix = f"model.layers.{i}."
-        for hf, gg in _BLOCK_TENSORS.items():
+        for hf, gg in BLOCK_TENSORS.items():
             if prefix + hf in state:
                 out.append((f"blk.{i}.{gg}", state[prefix + hf]))
-    unknown = [k for k in state if k.startswith("model.layers.0.") and k[len("model.layers.0."):] not in _BLOCK_TENSORS
+    unknown = [k for k in state if k.startswith("model.layers.0.") and k[len("model.layers.0."):] not in BLOCK_TENSORS
                and not k.endswith("rotary_emb.inv_freq")]
     if unknown:
         raise ValueError(f"{config.model_type}: tensors mpq does not know how to export: {unknown}")
@@ -190,10 +173,7 @@ def _hparams(writer, config, arch: str) -> None:
 
 
 def _tokenizer(writer, tokenizer, config) -> None:
-    from . import llama2c
-    from .model import HFTokenizer
-
-    if isinstance(tokenizer, llama2c.Llama2cTokenizer):
+    if isinstance(tokenizer, Llama2cTokenizer):
         _spm_from_llama2c(writer, tokenizer)
     elif isinstance(tokenizer, HFTokenizer):
         _bpe_from_hf(writer, tokenizer.tok, config)
@@ -228,17 +208,6 @@ def _spm_from_llama2c(writer, tok) -> None:
     writer.set("tokenizer.ggml.add_eos_token", False, VT.BOOL)
 
 
-def bpe_pre_tokenizer(config, vocab_size: int) -> str:
-    """llama.cpp's name for the pre-tokenizer of the BPE families mpq targets."""
-    if config.model_type in ("qwen2", "qwen3"):
-        return "qwen2"
-    if vocab_size >= 128000:
-        return "llama-bpe"  # Llama 3.x
-    if vocab_size == 49152:
-        return "smollm"
-    raise ValueError(f"unknown BPE pre-tokenizer for a {config.model_type} model with {vocab_size} tokens")
-
-
 def _bpe_from_hf(writer, tok, config) -> None:
     import json
 
@@ -264,7 +233,7 @@ def _bpe_from_hf(writer, tok, config) -> None:
             types.append(TOKEN_USER_DEFINED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.set("tokenizer.ggml.model", "gpt2", VT.STRING)
-    writer.set("tokenizer.ggml.pre", bpe_pre_tokenizer(config, len(vocab)), VT.STRING)
+    writer.set("tokenizer.ggml.pre", pre_tokenizer_name(data.get("pre_tokenizer")), VT.STRING)
     writer.set("tokenizer.ggml.tokens", tokens, VT.ARRAY, VT.STRING)
     writer.set("tokenizer.ggml.token_type", types, VT.ARRAY, VT.INT32)
     writer.set("tokenizer.ggml.merges", merges, VT.ARRAY, VT.STRING)

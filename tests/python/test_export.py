@@ -1,4 +1,5 @@
 """GGUF export and import, verified with the real llama.cpp (llama-cpp-python) and the gguf package."""
+import json
 import math
 
 import numpy as np
@@ -119,9 +120,8 @@ def tiny_hf_model(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
-def test_architectures_export_and_import(tmp_path, arch, monkeypatch):
+def test_architectures_export_and_import(tmp_path, arch):
     lm = tiny_hf_model(arch, tmp_path / "hf")
-    monkeypatch.setattr(export, "bpe_pre_tokenizer", lambda config, n: "qwen2")
     ids = list(range(2, 60, 3))
     for plan in ("f32", "q8_0"):
         path = tmp_path / f"{arch}_{plan}.gguf"
@@ -146,3 +146,28 @@ def test_bad_plans_are_rejected(tmp_path, stories):
     with pytest.raises(ValueError, match="does not have"):
         export.export_gguf(stories, tmp_path / "x.gguf", {"blk.99.attn_q.weight": "q8_0"}, progress=False)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_bpe_pre_tokenizer_is_identified_by_what_it_does_not_by_vocabulary_size():
+    """llama.cpp's pre-tokenizer name comes from the tokenizer's own definition; one mpq does not
+    know is refused (a wrong name makes llama.cpp split text differently), whatever the size."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    def definition(pre):
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre
+        return json.loads(tok.to_str())["pre_tokenizer"]
+
+    qwen2_hf = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2.5's tokenizer.json
+    split = lambda regex: pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+                                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    assert mm.pre_tokenizer_name(definition(split(qwen2_hf))) == "qwen2"
+    assert mm.pre_tokenizer_name(definition(split(qwen2_hf.replace(r"|\p{N}|", r"|\p{N}{1,3}|")))) == "llama-bpe"
+    assert mm.pre_tokenizer_name(definition(pre_tokenizers.ByteLevel(add_prefix_space=False))) == "gpt2"
+    for name in mm.BPE_PRE_TOKENIZERS:  # what GGUF import builds is recognised as itself
+        assert mm.pre_tokenizer_name(definition(mm.build_pre_tokenizer(name))) == name
+    with pytest.raises(ValueError, match="unknown BPE pre-tokenizer"):
+        mm.pre_tokenizer_name(definition(split(r"\p{L}+|\s+")))
+    with pytest.raises(ValueError, match="unknown BPE pre-tokenizer"):
+        mm.pre_tokenizer_name(definition(pre_tokenizers.Whitespace()))

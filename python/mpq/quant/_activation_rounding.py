@@ -25,9 +25,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from . import _C
-from .gguf_model import ggml_format
-from .model import linear_layers
+from .. import _C
+from ..models import ggml_format, linear_layers
 
 _K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
 _BLOCKS_OF_32 = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl"}

@@ -13,7 +13,7 @@ before anything in the block is quantized, so that the folded weights are the on
 
 Only one block is on the compute device at a time: with `offload=True` every other block stays in
 host memory, so peak device memory is about one block plus the calibration activations. A model
-from mpq.streaming.load_streamed() keeps its blocks on disk: each is read just before it is
+from mpq.models.load_streamed() keeps its blocks on disk: each is read just before it is
 quantized and its linear weights dropped after, so host memory holds one block at a time too.
 The model is modified in place: its linear weights become the dequantized results (and folded
 norms change); `SequentialResult.results` holds the QuantizedTensors a GGUF export writes.
@@ -27,19 +27,12 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from . import _C
-from .experts import make_expert
-from .streaming import block_store
+from .. import _C
+from ..models import BLOCK_LINEARS, INPUT_GROUPS, block_store
+from ._experts import make_expert
 
 # Groups of layers that read one input, in execution order: (llama.cpp roles, HF module paths,
 # the module producing their input: an RMSNorm or a linear whose rows can absorb a scale).
-_GROUPS = (
-    (("attn_q", "attn_k", "attn_v"), ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-     "input_layernorm"),
-    (("attn_output",), ("self_attn.o_proj",), "self_attn.v_proj"),
-    (("ffn_gate", "ffn_up"), ("mlp.gate_proj", "mlp.up_proj"), "post_attention_layernorm"),
-    (("ffn_down",), ("mlp.down_proj",), "mlp.up_proj"),
-)
 
 
 @dataclass
@@ -182,7 +175,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
             act_order=True))); other names come from mpq.make_expert(name).
         device: where blocks are computed (default: the model's device).
         offload: keep blocks in host memory and move each to `device` only while it is quantized.
-            A streamed model (mpq.streaming.load_streamed) reads each block from disk instead and
+            A streamed model (mpq.models.load_streamed) reads each block from disk instead and
             drops its linear weights after; it can then be exported, not run.
         progress: show a progress bar with ETA.
 
@@ -195,7 +188,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
     layers = _decoder_layers(model)
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
-    names = [f"blk.{i}.{role}" for i in range(len(layers)) for roles, _, _ in _GROUPS
+    names = [f"blk.{i}.{role}" for i in range(len(layers)) for roles, _ in INPUT_GROUPS
              for role in roles]
     choices = _choices(plan, names, expert, format)
     unknown = sorted(set(choices) - set(names))
@@ -230,9 +223,9 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
             store.load_block(layers[i], i, device, dtype)
         block = layers[i].to(device)
         groups = []
-        for roles, paths, producer in _GROUPS:
-            members = [(f"blk.{i}.{r}", p) for r, p in zip(roles, paths)
-                       if f"blk.{i}.{r}" in choices and _submodule(block, p) is not None]
+        for roles, producer in INPUT_GROUPS:
+            members = [(f"blk.{i}.{r}", BLOCK_LINEARS[r]) for r in roles
+                       if f"blk.{i}.{r}" in choices and _submodule(block, BLOCK_LINEARS[r]) is not None]
             if members:
                 groups.append((members, producer))
         _fold_transforms(block, groups, choices, experts, hidden, kwargs_list, result)

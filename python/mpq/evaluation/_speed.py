@@ -24,6 +24,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._logits import default_threads
+
 TOOLS_ENV = "MPQ_LLAMA_TOOLS"
 
 
@@ -56,7 +58,7 @@ class GgufSpeed:
 def gguf_file_stats(path: str | os.PathLike) -> dict:
     """file_bytes, tensor_bytes, tensor_elements, tensors and bpw of a GGUF file, from its
     tensor table (mpq's GGUF reader)."""
-    from . import _C
+    from .. import _C
 
     path = os.fspath(path)
     reader = _C.gguf.Reader(path)
@@ -200,7 +202,6 @@ def gguf_speed(path: str | os.PathLike, *, n_prompt: int = 512, n_gen: int = 128
         tool: "llama-bench", "llama-cpp-python" or "auto" (llama-bench when found).
         timeout: seconds per child process.
     """
-    from .evaluate import default_threads
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from . import _C
+from .. import _C
 
 # Registry names whose options can be given as keyword arguments.
 _CONFIGURABLE = {

@@ -1,4 +1,4 @@
-"""Models: loading, the quantizable layers under llama.cpp's names, calibration hooks, and applying
+"""The quantizable layers under llama.cpp's names, calibration hooks, and applying
 (then undoing) a per-layer quantization.
 
 Layer names follow llama.cpp's GGUF tensor names without the ".weight" suffix
@@ -7,125 +7,15 @@ Layer names follow llama.cpp's GGUF tensor names without the ".weight" suffix
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from . import _C, data
+from .. import _C
+from ._names import BLOCK_LINEARS, BLOCK_RE
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
-
-# transformers module path inside a decoder block -> llama.cpp tensor name.
-_BLOCK_LAYERS = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-_BLOCK_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-
-
-@dataclass
-class LoadedModel:
-    """A causal LM and its tokenizer. `tokenizer.encode(text, bos=...)` returns token ids."""
-
-    model: nn.Module
-    tokenizer: object
-    name: str
-    source: str  # where it was loaded from
-    info: dict = field(default_factory=dict)
-
-    @property
-    def max_context(self) -> int:
-        return int(self.model.config.max_position_embeddings)
-
-
-class HFTokenizer:
-    """Adapts a transformers tokenizer to mpq's encode(text, bos) / decode(ids) interface."""
-
-    def __init__(self, tok):
-        self.tok = tok
-        self.bos_id = tok.bos_token_id
-        self.eos_id = tok.eos_token_id
-
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if bos and self.bos_id is not None:
-            ids = [self.bos_id] + ids
-        if eos and self.eos_id is not None:
-            ids = ids + [self.eos_id]
-        return ids
-
-    def decode(self, ids) -> str:
-        return self.tok.decode(list(map(int, ids)), skip_special_tokens=True)
-
-
-def load_model(path: str | os.PathLike | None = None, *, tokenizer: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Loads a causal LM from local files.
-
-    Args:
-        path: a Hugging Face model directory (Llama, Qwen2 or Qwen3 architecture), a GGUF file
-            (dequantized), a llama2.c checkpoint (.bin), or None for the default model.
-        tokenizer: the llama2.c tokenizer for a .bin checkpoint (default: tokenizer.bin or
-            tok<vocab>.bin beside the checkpoint); for a Hugging Face directory, a tokenizer
-            directory or llama2.c tokenizer file to use instead of the directory's own.
-        device: where the model goes.
-        dtype: parameter dtype.
-
-    Returns:
-        LoadedModel in eval mode.
-    """
-    from . import llama2c
-
-    if path is None:
-        path = data.default_model_path()
-        tokenizer = tokenizer or data.default_tokenizer_path()
-    path = os.fspath(path)
-    if path.endswith(".gguf") and os.path.isfile(path):
-        from .gguf_model import load_gguf
-
-        model, tok, _ = load_gguf(path, dtype=dtype)
-        name = os.path.splitext(os.path.basename(path))[0]
-    elif os.path.isdir(path):
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-        if config.model_type not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(f"{path}: architecture '{config.model_type}' is not supported; mpq "
-                             f"supports {', '.join(SUPPORTED_ARCHITECTURES)}")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-        if tokenizer is not None and os.path.isfile(tokenizer):
-            tok = llama2c.Llama2cTokenizer(os.fspath(tokenizer), vocab_size=config.vocab_size)
-        else:
-            tok = HFTokenizer(AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True))
-        name = os.path.basename(os.path.normpath(path))
-    elif os.path.isfile(path):
-        model = llama2c.load_llama2c(path, dtype=dtype)
-        if tokenizer is None:
-            # llama2.c's convention is tokenizer.bin; stories260K ships its own tok512.bin.
-            here = os.path.dirname(path)
-            found = [p for p in ("tokenizer.bin", f"tok{model.config.vocab_size}.bin")
-                     if os.path.isfile(os.path.join(here, p))]
-            tokenizer = os.path.join(here, found[0] if found else "tokenizer.bin")
-        if not os.path.isfile(tokenizer):
-            raise ValueError(f"{path}: a llama2.c checkpoint needs its tokenizer; {tokenizer} "
-                             "does not exist (pass tokenizer=...)")
-        tok = llama2c.Llama2cTokenizer(tokenizer, vocab_size=model.config.vocab_size)
-        name = os.path.splitext(os.path.basename(path))[0]
-    else:
-        raise ValueError(f"model path {path} does not exist (expected a Hugging Face model "
-                         "directory or a llama2.c checkpoint file)")
-    model = model.to(device).eval()
-    return LoadedModel(model, tok, name, path)
-
+_LAYER_OF_PATH = {path: name for name, path in BLOCK_LINEARS.items()}
 
 def linear_layers(model: nn.Module, include_output: bool = False) -> dict[str, nn.Linear]:
     """The quantizable linear layers under llama.cpp names, in execution order.
@@ -137,16 +27,15 @@ def linear_layers(model: nn.Module, include_output: bool = False) -> dict[str, n
     """
     blocks: dict[int, dict[str, nn.Linear]] = {}
     for module_name, module in model.named_modules():
-        m = _BLOCK_RE.match(module_name)
-        if m and m.group(2) in _BLOCK_LAYERS and isinstance(module, nn.Linear):
-            blocks.setdefault(int(m.group(1)), {})[_BLOCK_LAYERS[m.group(2)]] = module
+        m = BLOCK_RE.match(module_name)
+        if m and m.group(2) in _LAYER_OF_PATH and isinstance(module, nn.Linear):
+            blocks.setdefault(int(m.group(1)), {})[_LAYER_OF_PATH[m.group(2)]] = module
     if not blocks:
         raise ValueError(f"{type(model).__name__}: no Llama-style decoder layers found "
                          "(expected model.layers.N.self_attn.q_proj ...)")
     layers = {}
-    order = list(_BLOCK_LAYERS.values())
     for i in sorted(blocks):
-        for role in order:
+        for role in BLOCK_LINEARS:
             if role in blocks[i]:
                 layers[f"blk.{i}.{role}"] = blocks[i][role]
     if include_output:
@@ -199,23 +88,57 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor],
 Quantizer = Callable[[str, torch.Tensor], torch.Tensor]
 
 
-class QuantizedWeights:
-    """Weights replaced by their quantized versions; restore() (or leaving a `with`) undoes it."""
+class WeightSwap:
+    """Module weights replaced in place and put back: the one mechanism behind apply_quantization,
+    the KL fitness's plans and a searched plan applied for evaluation or export. Only the weight
+    tensors are swapped (no copies of the model); restore(), or leaving a `with` block, puts every
+    original back.
 
-    def __init__(self):
-        self._originals: dict[str, tuple[nn.Linear, torch.Tensor]] = {}
-        self.results: dict[str, object] = {}
+    Args:
+        modules: name -> module whose .weight may be swapped (e.g. weight_tensors(model)).
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.modules = modules
+        self._originals: dict[str, torch.Tensor] = {}
+
+    def original(self, name: str) -> torch.Tensor:
+        """The weight `name` had before any swap."""
+        return self._originals.get(name, self.modules[name].weight.data)
+
+    def set(self, name: str, weight: torch.Tensor | None) -> None:
+        """Puts `weight` (in the original's dtype and device) into module `name`; None puts the
+        original back."""
+        module, original = self.modules[name], self.original(name)
+        if weight is None:
+            module.weight.data = original
+            self._originals.pop(name, None)
+            return
+        if weight.shape != original.shape:
+            raise ValueError(f"{name}: the new weight has shape {tuple(weight.shape)}, "
+                             f"expected {tuple(original.shape)}")
+        self._originals.setdefault(name, original)
+        module.weight.data = weight.to(device=original.device, dtype=original.dtype)
 
     def restore(self) -> None:
-        for module, weight in self._originals.values():
-            module.weight.data = weight
+        for name, weight in self._originals.items():
+            self.modules[name].weight.data = weight
         self._originals.clear()
 
-    def __enter__(self) -> "QuantizedWeights":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+class QuantizedWeights(WeightSwap):
+    """apply_quantization's swap, with the QuantizedTensor of each format-name entry in
+    `.results` (the bytes a GGUF export writes)."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__(modules)
+        self.results: dict[str, object] = {}
 
 
 @torch.no_grad()
@@ -246,7 +169,7 @@ def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
         raise ValueError(f"plan names layers the model does not have: {', '.join(unknown)} "
                          f"(known: {', '.join(layers)})")
     options = rtn_options if rtn_options is not None else _C.RtnOptions()
-    handle = QuantizedWeights()
+    handle = QuantizedWeights(layers)
     try:
         for name in tqdm(list(plan), desc="quantize", unit="layer", disable=not progress):
             module, how = layers[name], plan[name]
@@ -258,11 +181,7 @@ def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
                 handle.results[name] = q
             else:
                 new = how(name, weight)
-                if new.shape != weight.shape:
-                    raise ValueError(f"{name}: the quantizer returned shape {tuple(new.shape)}, "
-                                     f"expected {tuple(weight.shape)}")
-            handle._originals[name] = (module, weight)
-            module.weight.data = new.to(weight.dtype)
+            handle.set(name, new)
     except BaseException:
         handle.restore()
         raise

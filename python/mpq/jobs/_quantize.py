@@ -1,23 +1,17 @@
-"""The main job: load a model, calibrate, quantize every linear layer, evaluate, report."""
+"""The main job, `mpq quantize`: one format for every linear layer (calibrate, quantize,
+evaluate, report), or, given a size budget, the mixed-precision job (mpq.jobs.quantize_mixed).
+The choice between the two is made here and nowhere else."""
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import torch
 
-from . import _C, data, evaluate, model as model_lib
-
-
-def _default_texts(loaded: model_lib.LoadedModel) -> tuple[str, str]:
-    """TinyStories for llama2.c models (trained on it), WikiText-2 (valid to calibrate, test to
-    evaluate) for everything else."""
-    d = data.data_dir() / "text"
-    if loaded.source.endswith(".bin"):
-        ts = str(d / "tinystories_valid.txt")
-        return ts, ts
-    return str(d / "wikitext2_raw_valid.txt"), str(d / "wikitext2_raw_test.txt")
+from .. import _C, data
+from .. import evaluation as evaluate
+from .. import models as model_lib
+from ._common import load_texts, write_json
+from ._mixed import quantize_mixed
 
 
 def layer_errors(weight: torch.Tensor, new: torch.Tensor, stats: _C.LayerStats | None) -> dict:
@@ -32,23 +26,16 @@ def layer_errors(weight: torch.Tensor, new: torch.Tensor, stats: _C.LayerStats |
     return out
 
 
-def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def quantize(model: str | None = None, *, tokenizer: str | None = None, format: str = "int4_g32",
              calib_text: str | None = None, eval_text: str | None = None,
              calib_windows: int = 32, calib_stories: int = 100, eval_windows: int | None = 40,
              window: int | None = None, batch_size: int = 8, mse_clip: bool = False,
              device: str = "cpu", dtype: torch.dtype = torch.float32, report: str | None = None,
              progress: bool = True, target_bpw: float | None = None,
-             compression: float | None = None, out: str | None = None, **mixed_options) -> dict:
+             target_bytes: int | None = None, compression: float | None = None,
+             out: str | None = None, **mixed_options) -> dict:
     """Uniform RTN quantization of every linear layer, with perplexity before and after; or,
-    with target_bpw or compression, the mixed-precision pipeline (mpq.mixed.quantize_mixed:
+    with target_bpw or compression, the mixed-precision pipeline (mpq.jobs.quantize_mixed:
     sensitivity, search, GGUF export to `out`; mixed_options go to it).
 
     Args:
@@ -69,10 +56,9 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     Returns:
         The report (dict).
     """
-    if target_bpw is not None or compression is not None:
-        from .mixed import quantize_mixed
-
-        return quantize_mixed(model, target_bpw=target_bpw, compression=compression, out=out,
+    if any(b is not None for b in (target_bpw, target_bytes, compression)):
+        return quantize_mixed(model, target_bpw=target_bpw, target_bytes=target_bytes,
+                              compression=compression, out=out,
                               tokenizer=tokenizer, calib_text=calib_text, eval_text=eval_text,
                               calib_windows=calib_windows, window=window,
                               eval_windows=eval_windows, device=device, report=report,
@@ -80,16 +66,11 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     t0 = time.perf_counter()
     fmt = _C.find_format(format)
     loaded = model_lib.load_model(model, tokenizer=tokenizer, device=device, dtype=dtype)
-    default_calib, default_eval = _default_texts(loaded)
-    calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
+    texts = load_texts(loaded, calib_text, eval_text, stories=calib_stories)
+    calib_text, eval_text, calib_ids, eval_ids = texts.calib_text, texts.eval_text, texts.calib_ids, texts.eval_ids
+    same_stories = texts.shared_file
     window = window or min(loaded.max_context, 512 if loaded.source.endswith(".bin") else 2048)
     eval_windows = eval_windows or None
-
-    # Disjoint stories when one TinyStories file serves both purposes: never evaluate on
-    # calibration text.
-    same_stories = os.path.abspath(calib_text) == os.path.abspath(eval_text) and data.is_tinystories(calib_text)
-    calib_ids = data.tokenize_file(loaded.tokenizer, calib_text, first=calib_stories)
-    eval_ids = data.tokenize_file(loaded.tokenizer, eval_text, skip=calib_stories if same_stories else 0)
     calib_batches = data.windows(calib_ids, window, calib_windows).split(batch_size)
 
     layers = model_lib.linear_layers(loaded.model)
@@ -103,7 +84,7 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
                                       progress=progress) as q:
         per_layer = {}
         for name, module in layers.items():
-            original = q._originals[name][1]
+            original = q.original(name)
             per_layer[name] = {
                 "shape": list(original.shape),
                 "bytes": q.results[name].nbytes,
@@ -135,5 +116,5 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
         result["calibration"]["stories"] = f"first {calib_stories}"
         result["evaluation"]["stories"] = f"after the first {calib_stories}"
     if report:
-        _write_json(report, result)
+        write_json(report, result)
     return result

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _C
-from . import model as model_lib
-from .activation_rounding import llama_cpp_activations
-from .sensitivity import Candidates
+from .. import models as model_lib
+from ..quant import llama_cpp_activations
+from ._candidates import Candidates
 
 
 class KlFitness:
@@ -48,11 +47,9 @@ class KlFitness:
         self.device = next(model.parameters()).device
         self.batches = sequences[:self.stages[-1]].split(batch_size)
         self.batch_size = batch_size
-        tensors = model_lib.weight_tensors(model)
-        table = candidates.table
-        self.modules = [tensors[table.tensor_name(i)] for i in range(table.num_tensors)]
-        self.originals = [m.weight.data for m in self.modules]
-        self.applied = [-1] * len(self.modules)  # option index now in each module; -1: original
+        self.swap = model_lib.WeightSwap(model_lib.weight_tensors(model))
+        self.names = [candidates.table.tensor_name(i) for i in range(candidates.table.num_tensors)]
+        self.applied = [-1] * len(self.names)  # option index now in each tensor; -1: original
         with torch.no_grad():
             self.reference = [F.log_softmax(model(ids.to(self.device)).logits.float(), -1)
                               for ids in self.batches]
@@ -63,14 +60,10 @@ class KlFitness:
         """Puts one tensor's quantized weights for `option` into the model (-1: the original)."""
         if self.applied[tensor] == option:
             return
-        w = self.originals[tensor]
-        if option < 0:
-            self.modules[tensor].weight.data = w
-        else:
-            key = (self.candidates.table.tensor_name(tensor), self.candidates.table.options[option])
-            # Dequantized where the model is: the packed bytes are fewer to move than floats.
-            q = self.candidates.quantized[key].to(str(w.device))
-            self.modules[tensor].weight.data = _C.dequantize(q).to(w.dtype)
+        name = self.names[tensor]
+        new = None if option < 0 else \
+            self.candidates.dequantized(name, self.candidates.table.options[option], self.swap.original(name).device)
+        self.swap.set(name, new)
         self.applied[tensor] = option
 
     def apply(self, genome) -> None:
@@ -79,9 +72,8 @@ class KlFitness:
             self.set_option(i, g)
 
     def restore(self) -> None:
-        for m, w in zip(self.modules, self.originals):
-            m.weight.data = w
-        self.applied = [-1] * len(self.modules)
+        self.swap.restore()
+        self.applied = [-1] * len(self.names)
 
     def __enter__(self) -> "KlFitness":
         return self
@@ -119,3 +111,20 @@ class KlFitness:
         self.evaluations += len(out)
         self.seconds += time.perf_counter() - start
         return out
+
+
+def measure_kl(candidates: Candidates, model: nn.Module, sequences: torch.Tensor, *,
+               tensors: list[str] | None = None, progress: bool = True) -> None:
+    """Fills the table's KL cells: the KL divergence of the model with only that tensor
+    quantized with that option, on `sequences` (token ids [n, seq]). One forward pass per
+    available cell, so `tensors` may restrict it (default: every tensor)."""
+    from tqdm.auto import tqdm
+
+    t = candidates.table
+    rows = [t.tensor_index(n) for n in tensors] if tensors is not None else range(t.num_tensors)
+    cells = [(i, o) for i in rows for o in range(t.num_options) if t.available(i, o)]
+    with KlFitness(model, candidates, sequences) as judge:
+        for i, o in tqdm(cells, desc="KL per layer", unit="cell", disable=not progress):
+            judge.set_option(i, o)
+            t.set_kl(i, o, judge.kl_current())
+            judge.set_option(i, -1)

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import torch
 
+from .. import data
+from ._logits import default_threads, forward_accepts, is_gguf_path, is_llama, open_gguf
+
 LETTERS = ("A", "B", "C", "D")
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -64,7 +67,6 @@ class Question:
 
 
 def mmlu_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    from . import data
 
     return Path(data_dir) if data_dir is not None else data.data_dir() / "mmlu"
 
@@ -207,11 +209,10 @@ def _torch_scores(model, prompts: list[list[int]], groups: list[list[int]], chai
 
     from tqdm.auto import tqdm
 
-    from .evaluate import _accepts
 
     device = next(model.parameters()).device
-    keep = _accepts(model, "logits_to_keep")
-    prefix_cache = prefix_cache and keep and _accepts(model, "past_key_values")
+    keep = forward_accepts(model, "logits_to_keep")
+    prefix_cache = prefix_cache and keep and forward_accepts(model, "past_key_values")
     k = len(chain) + 1  # positions read per prompt
     out = torch.empty(len(prompts), len(LETTERS))
     bar = tqdm(total=len(prompts), desc="mmlu", unit="question", disable=not progress)
@@ -314,7 +315,6 @@ def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = 
         MmluResult: per-subject and per-category accuracy, overall (micro) accuracy, run time,
         .table() / .to_markdown() / .to_csv(path).
     """
-    from .evaluate import _is_gguf_path, _is_llama, default_threads, open_gguf
 
     start = time.perf_counter()
     if not 0 <= shots <= 5:
@@ -329,11 +329,11 @@ def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = 
         if tokenizer is None:
             raise ValueError("a torch model needs its tokenizer")
         context = int(model.config.max_position_embeddings) if hasattr(model, "config") else None
-    elif _is_gguf_path(model) or _is_llama(model):
+    elif is_gguf_path(model) or is_llama(model):
         import llama_cpp
 
         # The vocabulary alone first: prompts are tokenized before the context is sized to them.
-        llm = model if _is_llama(model) else open_gguf(model, n_ctx=512, vocab_only=True, logits_all=False)
+        llm = model if is_llama(model) else open_gguf(model, n_ctx=512, vocab_only=True, logits_all=False)
         info = llm.metadata  # a vocab-only model reports n_ctx_train 0; the metadata has it
         context = int(info.get(f"{info.get('general.architecture')}.context_length", 0)) or None
     else:
@@ -369,7 +369,7 @@ def mmlu(model, tokenizer=None, *, shots: int = 5, subjects: list[str] | None = 
         groups = [[i for i, m in enumerate(meta) if m[0] == subject] for subject in subjects]
         scores = _torch_scores(model, prompts, groups, chain, letters, batch_size, prefix_cache, progress)
     else:
-        if not _is_llama(model):
+        if not is_llama(model):
             llm = open_gguf(model, n_ctx=max(64, max(len(p) for p in prompts) + len(chain)), logits_all=False,
                             n_gpu_layers=n_gpu_layers, n_threads=n_threads or default_threads())
         scores = _llama_scores(llm, prompts, chain, letters, progress)

@@ -1,6 +1,6 @@
 """Evaluation of a (quantized) model against its original: perplexity under a stated protocol,
-KL divergence of the next-token distributions, MMLU (mpq.mmlu) and the speed of a GGUF file in
-llama.cpp (mpq.llama_bench).
+KL divergence of the next-token distributions (MMLU and a GGUF file's speed are beside it in
+mpq.evaluation).
 
 Models are torch modules (a transformers causal LM, or anything whose forward(ids) returns an
 object with .logits), GGUF files, or llama_cpp.Llama objects; the last two run in the real
@@ -20,28 +20,20 @@ The incomplete tail of the stream is dropped under both protocols.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import windows
-from .llama_bench import GgufSpeed, gguf_file_stats, gguf_speed  # noqa: F401  (re-exported)
-from .mmlu import MmluResult, mmlu  # noqa: F401  (re-exported)
+from ..data import windows
+from ._logits import is_gguf_path, is_llama, llama_logits, open_gguf, torch_logits
 
 PROTOCOLS = ("p1", "llama.cpp")
 LLAMA_CPP_WINDOW = 512  # llama-perplexity's default context
-
-# (windows [b, n], first) -> logits [b, n - 1 - first, vocab] at positions first .. n-2, the
-# predictions of tokens first+1 .. n-1.
-LogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
-
 
 class _Result:
     """Dict-style access (r["ppl"]) for callers written when results were plain dicts."""
@@ -130,83 +122,6 @@ def _scored_windows(tokens: torch.Tensor, protocol: str, window: int, bos_id: in
     return w, window // 2
 
 
-# --- logit sources -------------------------------------------------------------------------------
-
-def _is_llama(obj) -> bool:
-    return type(obj).__name__ == "Llama" and type(obj).__module__.startswith("llama_cpp")
-
-
-def _is_gguf_path(obj) -> bool:
-    return isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".gguf")
-
-
-def _accepts(module: nn.Module, arg: str) -> bool:
-    try:
-        return arg in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def torch_logits(model: nn.Module) -> LogitsFn:
-    """A LogitsFn for a torch causal LM. transformers models compute the output head only on the
-    scored positions (logits_to_keep): the head of a 150k-token vocabulary costs as much as a
-    few layers, and its output is the largest tensor of the forward pass."""
-    device = next(model.parameters()).device
-    keep = _accepts(model, "logits_to_keep")
-
-    @torch.no_grad()
-    def fn(ids: torch.Tensor, first: int) -> torch.Tensor:
-        n = ids.size(1)
-        ids = ids.to(device)
-        if keep:
-            logits = model(input_ids=ids, logits_to_keep=n - first, use_cache=False).logits
-        else:
-            logits = model(ids).logits
-        return logits[:, logits.size(1) - (n - first):-1]
-
-    return fn
-
-
-def open_gguf(path: str | os.PathLike, *, n_ctx: int, logits_all: bool = True, n_gpu_layers: int = 0,
-              n_threads: int | None = None, **kwargs):
-    """A GGUF file in llama.cpp (llama_cpp.Llama), quiet, with n_ctx tokens of context."""
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise ImportError("running a GGUF file needs llama-cpp-python (pip install llama-cpp-python)") from e
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"GGUF file {path} does not exist")
-    n_batch = min(n_ctx, 2048)
-    return llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, logits_all=logits_all,
-                           n_gpu_layers=n_gpu_layers, n_threads=n_threads or default_threads(),
-                           verbose=False, **kwargs)
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def llama_logits(llm) -> LogitsFn:
-    """A LogitsFn for a llama_cpp.Llama opened with logits_all=True: one window at a time, the KV
-    cache cleared before each, as llama-perplexity does."""
-    if not getattr(llm, "_logits_all", True):
-        raise ValueError("the llama_cpp.Llama must be opened with logits_all=True")
-
-    def fn(ids: torch.Tensor, first: int) -> torch.Tensor:
-        n = ids.size(1)
-        if n > llm.n_ctx():
-            raise ValueError(f"window of {n} tokens exceeds the llama.cpp context of {llm.n_ctx()}")
-        out = []
-        for row in ids.tolist():
-            llm.reset()
-            llm.eval(row)
-            out.append(torch.from_numpy(np.array(llm.scores[first:n - 1], dtype=np.float32)))
-        return torch.stack(out)
-
-    return fn
-
-
 def _llama_window(model, protocol: str, window: int | None) -> int | None:
     """The context to open a GGUF file with: the protocol's window, which p1 needs stated."""
     if window is None and protocol == "p1" and not isinstance(model, nn.Module):
@@ -219,10 +134,10 @@ def _logit_source(model, window: int, n_gpu_layers: int, n_threads: int | None):
     if isinstance(model, nn.Module):
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         return torch_logits(model), context, type(model).__name__
-    if _is_gguf_path(model):
+    if is_gguf_path(model):
         llm = open_gguf(model, n_ctx=window, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
         return llama_logits(llm), llm.n_ctx(), os.path.basename(os.fspath(model))
-    if _is_llama(model):
+    if is_llama(model):
         return llama_logits(model), model.n_ctx(), os.path.basename(model.model_path)
     raise TypeError(f"expected a torch model, a .gguf path or a llama_cpp.Llama, got {type(model).__name__}")
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import _C
-from . import model as model_lib
+from .. import _C
+from .. import models as model_lib
+from ..quant import make_expert
 
 # Experts that may quantize the token embedding (a lookup table: input transforms and GPTQ's
 # column updates have no meaning for its rows).
@@ -40,6 +41,23 @@ class Candidates:
         """tensor name -> option label ("expert:format") of a genome."""
         t = self.table
         return {t.tensor_name(i): t.options[int(g)] for i, g in enumerate(genome)}
+
+    def dequantized(self, name: str, label: str, device) -> torch.Tensor:
+        """Tensor `name`'s weight under option `label`, dequantized on `device` (the packed bytes
+        are fewer to move than floats)."""
+        return _C.dequantize(self.quantized[(name, label)].to(str(device)))
+
+    def apply(self, model: nn.Module, genome) -> "model_lib.WeightSwap":
+        """Puts the genome's quantized weights into `model`; the WeightSwap returned (a context
+        manager) puts the originals back."""
+        swap = model_lib.WeightSwap(model_lib.weight_tensors(model))
+        try:
+            for name, label in self.plan(genome).items():
+                swap.set(name, self.dequantized(name, label, swap.original(name).device))
+        except BaseException:
+            swap.restore()
+            raise
+        return swap
 
     def tensors(self, genome) -> dict:
         """GGUF tensor name ("blk.0.attn_q.weight") -> QuantizedTensor of a genome."""
@@ -104,8 +122,6 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
     """
     from tqdm.auto import tqdm
 
-    from .experts import make_expert
-
     start = time.perf_counter()
     if not options:
         raise ValueError("no options: give at least one expert:format")
@@ -166,25 +182,6 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
             out.quantized[(name, options[oi])] = r.quantized
     out.seconds = time.perf_counter() - start
     return out
-
-
-def measure_kl(candidates: Candidates, model: nn.Module, sequences: torch.Tensor, *,
-               tensors: list[str] | None = None, progress: bool = True) -> None:
-    """Fills the table's KL cells: the KL divergence of the model with only that tensor
-    quantized with that option, on `sequences` (token ids [n, seq]). One forward pass per
-    available cell, so `tensors` may restrict it (default: every tensor)."""
-    from tqdm.auto import tqdm
-
-    from .fitness import KlFitness
-
-    t = candidates.table
-    rows = [t.tensor_index(n) for n in tensors] if tensors is not None else range(t.num_tensors)
-    cells = [(i, o) for i in rows for o in range(t.num_options) if t.available(i, o)]
-    with KlFitness(model, candidates, sequences) as judge:
-        for i, o in tqdm(cells, desc="KL per layer", unit="cell", disable=not progress):
-            judge.set_option(i, o)
-            t.set_kl(i, o, judge.kl_current())
-            judge.set_option(i, -1)
 
 
 def ranking(candidates: Candidates, reference: str, *, use_kl: bool = False) -> list[dict]:

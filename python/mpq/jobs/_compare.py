@@ -17,15 +17,18 @@ the mixed and uniform files, and the sensitivity heatmap the search worked from.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _C, data, evaluate, export, plots
-from . import model as model_lib
-from .llama_bench import gguf_file_stats
+from .. import _C, data, export
+from .. import evaluation as evaluate
+from .. import models as model_lib
+from ..evaluation import gguf_file_stats
+from . import _plots as plots
+from ._common import load_texts, write_json
+from ._mixed import quantize_mixed
 
 
 @dataclass
@@ -123,8 +126,6 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     Returns:
         The report (also written to out_dir/compare.json): rows, the markdown table, plot paths.
     """
-    from .pipeline import _default_texts, _write_json
-
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,11 +144,8 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
 
     loaded = model if isinstance(model, model_lib.LoadedModel) else \
         model_lib.load_model(model, tokenizer=tokenizer, device=device)
-    default_calib, default_eval = _default_texts(loaded)
-    calib_text, eval_text = calib_text or default_calib, eval_text or default_eval
-    same = os.path.abspath(calib_text) == os.path.abspath(eval_text) and data.is_tinystories(calib_text)
-    calib_ids = data.tokenize_file(loaded.tokenizer, calib_text, first=100 if same else None)
-    eval_ids = data.tokenize_file(loaded.tokenizer, eval_text, skip=100 if same else 0)
+    texts = load_texts(loaded, calib_text, eval_text)
+    calib_text, eval_text, calib_ids, eval_ids = texts.calib_text, texts.eval_text, texts.calib_ids, texts.eval_ids
     window = min(window, loaded.max_context)
     eval_window = min(512, loaded.max_context)  # llama-perplexity's context, unless the model's is shorter
 
@@ -172,8 +170,6 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
     if mixed_bpw is not None:
         target = gguf_file_stats(files[1][2])["bpw"] if mixed_bpw == "match" else float(mixed_bpw)
         path, table_path = out / f"mixed-{target:.2f}bpw.gguf", out / "sensitivity_table.json"
-        from .mixed import quantize_mixed
-
         opts = {"calib_windows": calib_windows, "window": window, **(mixed_options or {})}
         same_windows = (opts["calib_windows"], opts["window"]) == (calib_windows, window)
         mixed_report = quantize_mixed(loaded, target_bpw=target, out=str(path), calib_text=calib_text,
@@ -228,7 +224,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
         "rows": [r.to_dict() for r in rows], "table": table, "plots": pictures,
         "mixed": mixed_report, "seconds": time.perf_counter() - t0,
     }
-    _write_json(str(out / "compare.json"), report)
+    write_json(out / "compare.json", report)
     (out / "compare.md").write_text(table)
     return report
 

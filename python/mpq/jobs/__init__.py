@@ -1,0 +1,16 @@
+"""The jobs a user runs: `quantize` (one format, or mixed precision under a size budget: calibrate,
+sensitivity, search, export, evaluate, report), `compare` (the original, llama.cpp's mixes and
+mpq's mixed file, each run by llama.cpp), the plots, and the `mpq` command.
+
+Layer: the top; imports from every layer below.
+"""
+from ._cli import main
+from ._common import Texts, default_texts, load_texts, write_json
+from ._compare import COLUMNS, CompareRow, compare, to_markdown
+from ._mixed import DEFAULT_EXPERTS, DEFAULT_FORMATS, quantize_mixed
+from ._quantize import layer_errors, quantize
+
+__all__ = [
+    "COLUMNS", "CompareRow", "DEFAULT_EXPERTS", "DEFAULT_FORMATS", "Texts", "compare", "default_texts",
+    "layer_errors", "load_texts", "main", "quantize", "quantize_mixed", "to_markdown", "write_json",
+]

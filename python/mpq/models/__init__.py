@@ -1,0 +1,22 @@
+"""Models: loading (Hugging Face directories, GGUF files, llama2.c checkpoints, blocks streamed from
+safetensors), tokenizers, the one table of tensor names, the quantizable layers under llama.cpp's
+names, calibration hooks, and applying (then undoing) a per-layer quantization.
+
+Layer: above mpq._C and mpq.data; imports nothing else of mpq.
+"""
+from ._gguf_import import ggml_format, load_gguf, tensor_to_torch
+from ._layers import (QuantizedWeights, Quantizer, WeightSwap, apply_quantization, calibrate, calibration_hooks,
+                      generate_greedy, linear_layers, weight_tensors)
+from ._llama2c import Llama2cConfig, Llama2cTokenizer, load_llama2c, read_checkpoint
+from ._load import LoadedModel, load_model
+from ._names import BLOCK_LINEARS, BLOCK_TENSORS, INPUT_GROUPS, SUPPORTED_ARCHITECTURES
+from ._streaming import BlockStore, block_store, load_streamed
+from ._tokenizer import BPE_PRE_TOKENIZERS, HFTokenizer, build_pre_tokenizer, pre_tokenizer_name
+
+__all__ = [
+    "BLOCK_LINEARS", "BPE_PRE_TOKENIZERS", "build_pre_tokenizer", "pre_tokenizer_name", "BLOCK_TENSORS", "BlockStore", "HFTokenizer", "INPUT_GROUPS", "Llama2cConfig",
+    "Llama2cTokenizer", "LoadedModel", "QuantizedWeights", "Quantizer", "SUPPORTED_ARCHITECTURES", "WeightSwap",
+    "apply_quantization", "block_store", "calibrate", "calibration_hooks", "generate_greedy",
+    "ggml_format", "linear_layers", "load_gguf", "load_llama2c", "load_model", "load_streamed",
+    "read_checkpoint", "tensor_to_torch", "weight_tensors",
+]
