@@ -5,8 +5,11 @@
 
 #include <mpq/error.h>
 
+#include <torch/csrc/autograd/python_variable.h>
+
 #include "bind.h"
 #include "bind_options.h"
+#include "format_arg.h"
 
 namespace mpq::bindings {
 namespace {
@@ -139,21 +142,32 @@ Returns:
       .def_readonly("dead_columns", &GptqResult::dead_columns);
   m.def(
       "gptq_quantize",
-      [](const at::Tensor& weight, const at::Tensor& hessian, const py::object& format,
-         const GptqOptions& options, const std::string& name) {
-        const Format f = py::isinstance<py::str>(format) ? find_format(format.cast<std::string>())
-                                                         : format.cast<Format>();
+      [](const at::Tensor& weight, py::object format, py::object hessian, const GptqOptions& options,
+         const std::string& name) {
+        if (THPVariable_Check(format.ptr()) && !THPVariable_Check(hessian.ptr())) {
+          // mpq 0.1's order, gptq_quantize(weight, hessian, format): accepted for a while.
+          PyErr_WarnEx(PyExc_DeprecationWarning,
+                       "gptq_quantize(weight, hessian, format) is deprecated: pass "
+                       "gptq_quantize(weight, format, hessian), the order of the quantize family",
+                       1);
+          std::swap(format, hessian);
+        }
+        const Format f = as_format(format);
+        const at::Tensor h = hessian.cast<at::Tensor>();
         py::gil_scoped_release release;
-        return gptq_quantize(weight, hessian, f, options, name);
+        return gptq_quantize(weight, h, f, options, name);
       },
-      py::arg("weight"), py::arg("hessian"), py::arg("format"),
+      py::arg("weight"), py::arg("format"), py::arg("hessian"),
       py::arg("options") = GptqOptions{}, py::arg("name") = "weight",
       R"(GPTQ of one weight against its Hessian.
 
+Like every one-tensor quantizer (quantize, quantize_rtn, quantize_ggml): the weight, the format,
+then what this method needs (here the Hessian), its options and the tensor's name.
+
 Args:
     weight: [out, in] floating tensor (CPU, CUDA, ...).
+    format: a format name or mpq.Format (integer group formats or llama.cpp types).
     hessian: [in, in], e.g. Calibrator.stats(name).hessian().
-    format: any format name (integer group formats or llama.cpp types).
     options: GptqOptions.
     name: the layer's name for error messages.
 

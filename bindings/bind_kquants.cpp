@@ -2,6 +2,7 @@
 #include <mpq/kquants.h>
 
 #include "bind.h"
+#include "format_arg.h"
 // Internal (libmpq's private headers are not on the bindings' include path).
 #include "../cpp/src/quant/ggml_dequant_device.h"
 
@@ -10,9 +11,9 @@ namespace mpq::bindings {
 void bind_kquants(py::module_& m) {
   m.def(
       "quantize_ggml",
-      [](const at::Tensor& weight, const std::string& format, std::optional<at::Tensor> importance,
+      [](const at::Tensor& weight, const py::object& format, std::optional<at::Tensor> importance,
          const std::string& name) {
-        const Format f = find_format(format);
+        const Format f = as_format(format);
         py::gil_scoped_release release;
         return quantize_ggml(weight, f, importance, name);
       },

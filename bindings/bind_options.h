@@ -44,6 +44,14 @@ M from_plain(const py::handle& value) {
   return value.cast<M>();
 }
 
+// Sets one field from the dict when the dict has it; returns whether it did.
+template <typename T, typename M>
+bool set_from(T& o, const OptionField<T, M>& f, const py::dict& d) {
+  if (!d.contains(f.name)) return false;
+  o.*(f.member) = from_plain<M>(d[f.name]);
+  return true;
+}
+
 }  // namespace detail
 
 template <typename T, typename... M>
@@ -64,14 +72,7 @@ void def_options(py::class_<T>& cls, OptionField<T, M>... fields) {
   };
   auto from_dict = [... f = fields](const py::dict& d) {
     T o{};
-    size_t known = 0;
-    (([&] {
-       if (d.contains(f.name)) {
-         o.*(f.member) = detail::from_plain<M>(d[f.name]);
-         ++known;
-       }
-     }()),
-     ...);
+    const size_t known = (size_t{0} + ... + size_t{detail::set_from(o, f, d)});
     if (known != d.size()) {
       std::string names;
       for (const auto& [k, v] : d) names += " " + py::str(k).cast<std::string>();

@@ -2,6 +2,7 @@
 
 #include "bind.h"
 #include "bind_options.h"
+#include "format_arg.h"
 
 namespace mpq::bindings {
 
@@ -49,9 +50,9 @@ void bind_quantizer(py::module_& m) {
 
   m.def(
       "quantize",
-      [](const at::Tensor& weight, const std::string& format, std::optional<at::Tensor> importance,
+      [](const at::Tensor& weight, const py::object& format, std::optional<at::Tensor> importance,
          const RtnOptions& options, const std::string& name) {
-        const Format f = find_format(format);
+        const Format f = as_format(format);
         py::gil_scoped_release release;
         return quantize(weight, f, importance, options, name);
       },
@@ -71,9 +72,9 @@ Returns:
     QuantizedTensor.)");
   m.def(
       "quantize_rtn",
-      [](const at::Tensor& weight, const std::string& format, const RtnOptions& options,
+      [](const at::Tensor& weight, const py::object& format, const RtnOptions& options,
          const std::string& name) {
-        const Format f = find_format(format);
+        const Format f = as_format(format);
         py::gil_scoped_release release;
         return quantize_rtn(weight, f, options, name);
       },

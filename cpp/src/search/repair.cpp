@@ -131,12 +131,13 @@ int64_t checked_capacity(const CandidateTable& table, const Genes& genes, const 
                          const char* who) {
   const int64_t cap = budget.max_bytes(table);
   const int64_t lo = genes.min_bytes(), hi = genes.max_bytes();
-  MPQ_CHECK_VALUE(lo <= cap && cap <= hi, who, ": ", budget.to_string(), " (", cap,
+  // A budget above the largest file is met by every plan: the search then picks the best of all.
+  MPQ_CHECK_VALUE(lo <= cap, who, ": ", budget.to_string(), " (", cap,
                   " bytes) is unreachable: files of this table take ", lo, " to ", hi,
                   " bytes, i.e. ",
                   unit_name(budget.kind), " from ", budget.in_unit(table, lo), " to ",
                   budget.in_unit(table, hi));
-  return cap;
+  return std::min(cap, hi);
 }
 
 namespace {

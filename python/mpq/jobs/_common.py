@@ -45,9 +45,15 @@ def load_texts(loaded: LoadedModel, calib_text: str | None, eval_text: str | Non
 
 
 def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """Writes under a temporary name and renames it when complete; on any failure the temporary
+    file is removed and `path` is left as it was."""
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -28,7 +28,10 @@ from torch import nn
 from .. import _C
 from ..models import ggml_format, linear_layers
 
-_K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
+# Weight types whose dot products take Q8_K activations (ggml-cpu's type traits): the k-quants
+# and every 256-block codebook type.
+_K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs",
+             "iq3_s", "iq1_s", "iq1_m"}
 _BLOCKS_OF_32 = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl"}
 
 
@@ -45,7 +48,7 @@ def activation_type(fmt: str) -> str | None:
     if fmt == "f32":
         return None
     raise ValueError(f"activation_type: {fmt!r} is not a GGUF weight format mpq writes "
-                     f"(k-quants, {', '.join(sorted(_BLOCKS_OF_32))}, f16, bf16, f32)")
+                     f"({', '.join(sorted(_K_QUANTS | _BLOCKS_OF_32))}, f16, bf16, f32)")
 
 
 _BLOCK = {"q8_0": 32, "q8_k": 256}
