@@ -206,3 +206,17 @@ def test_gptq_refuses_codebook_formats():
     w = torch.randn(8, 256)
     with pytest.raises(ValueError, match="GPTQ cannot target iq2_s: its codes index a codebook"):
         mpq.gptq_quantize(w, torch.eye(256), "iq2_s")
+
+
+def test_gguf_package_reads_the_blocks_alike():
+    """The gguf package's numpy readers are a second, independent reference for the layouts."""
+    gguf_quants = pytest.importorskip("gguf.quants", reason="needs the gguf package")
+    from gguf.constants import GGMLQuantizationType as T
+
+    x = torch.randn(4, 512)
+    imp = torch.rand(512) + 0.1
+    for fmt in IQ_TYPES:
+        blocks = mpq.quantize_ggml(x, fmt, imp).numpy()
+        ref = gguf_quants.dequantize(blocks, T(GEOMETRY[fmt][0])).reshape(4, 512)
+        got = mpq.dequantize_ggml(torch.from_numpy(blocks), fmt, 512).numpy()
+        np.testing.assert_array_equal(got, ref, err_msg=fmt)

@@ -18,11 +18,6 @@ namespace {
 constexpr int QK = kSuperBlock;
 constexpr int kMaxQ = 3;  // levels 0..2, coordinates 1, 3, 5
 
-// The 4-bit group scale l, d * (2 l + 1) ~ scale, as all IQ2/IQ3 types store it.
-inline int group_scale_code(float id, float scale) {
-  return larger(0, smaller(15, round_nearest(0.5f * (id * scale - 1))));
-}
-
 void iq2_xxs_block(const float* x, const float* qw, BlockIQ2_XXS& b) {
   const Lattice& g = lattice(LatticeKind::kIq2xxs);
   static constexpr GroupSearch kSearch{6, 0.1f, true, Requant::kAll};
@@ -33,7 +28,7 @@ void iq2_xxs_block(const float* x, const float* qw, BlockIQ2_XXS& b) {
   for (int ib = 0; ib < 8; ++ib) {
     const float* xb = x + 32 * ib;
     float weight[32], waux[32], xval[32];
-    group_weights(xb, qw + 32 * ib, sigma2, 32, weight, [](float) { return 0.f; });
+    group_weights(xb, qw + 32 * ib, sigma2, 32, weight, [](float) { return 0.f; });  // qw is given
     for (int i = 0; i < 32; ++i) waux[i] = std::sqrt(weight[i]);
     uint8_t signs[4];
     split_signs(xb, weight, 4, true, xval, signs);

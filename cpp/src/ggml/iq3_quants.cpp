@@ -27,10 +27,6 @@ struct Iq3Type {
 constexpr Iq3Type kIq3xxs{LatticeKind::kIq3xxs, true, 1e-8f, 1.0125f, {15, 0.2f, true, Requant::kOffGrid}};
 constexpr Iq3Type kIq3s{LatticeKind::kIq3s, false, 0.f, 1.033f, {9, 0.2f, false, Requant::kAllIfOff}};
 
-inline int group_scale_code(float id, float scale) {
-  return larger(0, smaller(15, round_nearest(0.5f * (id * scale - 1))));
-}
-
 // One super-block: store(ib, index[8], signs[4]) for every group that is not zero; returns the
 // largest group scale (0 when all groups are zero) and the groups' scales in scales.
 template <typename Store>

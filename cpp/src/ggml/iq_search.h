@@ -208,6 +208,11 @@ inline void group_weights(const float* x, const float* qw, float sigma2, int n, 
   }
 }
 
+// The 4-bit group scale code l, d * (2 l + 1) ~ scale (id = 1 / d), as all IQ2 / IQ3 types store it.
+inline int group_scale_code(float id, float scale) {
+  return larger(0, smaller(15, round_nearest(0.5f * (id * scale - 1))));
+}
+
 inline float sum_of_squares(const float* x, int n) {
   float s = 0;
   for (int i = 0; i < n; ++i) s += x[i] * x[i];
