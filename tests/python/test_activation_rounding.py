@@ -38,7 +38,8 @@ def ggml_cpu():
 def test_activation_types_are_ggml_vec_dot_types(ggml_cpu):
     names = {v: k for k, v in GGML.items()}
     for fmt in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0",
-                "iq4_nl", "f16", "bf16", "f32"):
+                "iq4_nl", "iq4_xs", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m",
+                "f16", "bf16", "f32"):
         theirs = names[ggml_cpu.ggml_get_type_traits_cpu(GGML[fmt]).contents.vec_dot_type]
         ours = ar.activation_type(fmt)
         # Q8_1 carries the same values as Q8_0 (plus the block sum); F32 means no rounding.
