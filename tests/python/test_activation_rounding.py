@@ -14,8 +14,9 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the
 
 # ggml_type ids (ggml.h)
 GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q8_1": 9,
-        "q2_k": 10, "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "q8_k": 15, "iq4_nl": 20,
-        "bf16": 30}
+        "q2_k": 10, "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "q8_k": 15, "iq2_xxs": 16,
+        "iq2_xs": 17, "iq3_xxs": 18, "iq1_s": 19, "iq4_nl": 20, "iq3_s": 21, "iq2_s": 22, "iq4_xs": 23,
+        "iq1_m": 29, "bf16": 30}
 
 
 class _Traits(ctypes.Structure):  # ggml-cpu.h: struct ggml_type_traits_cpu
