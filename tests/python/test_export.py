@@ -164,7 +164,7 @@ def test_bpe_pre_tokenizer_is_identified_by_what_it_does_not_by_vocabulary_size(
                                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     assert mm.pre_tokenizer_name(definition(split(qwen2_hf))) == "qwen2"
     assert mm.pre_tokenizer_name(definition(split(qwen2_hf.replace(r"|\p{N}|", r"|\p{N}{1,3}|")))) == "llama-bpe"
-    assert mm.pre_tokenizer_name(definition(pre_tokenizers.ByteLevel(add_prefix_space=False))) == "gpt2"
+    assert mm.pre_tokenizer_name(definition(pre_tokenizers.ByteLevel(add_prefix_space=False))) == "gpt-2"
     for name in mm.BPE_PRE_TOKENIZERS:  # what GGUF import builds is recognised as itself
         assert mm.pre_tokenizer_name(definition(mm.build_pre_tokenizer(name))) == name
     with pytest.raises(ValueError, match="unknown BPE pre-tokenizer"):

@@ -34,7 +34,7 @@ SPLIT_REGEXES = {
     "qwen2": (_LLAMA_CPP_CONTRACTIONS + _QWEN2_SPLIT, _HF_CONTRACTIONS + _QWEN2_SPLIT),
     "llama-bpe": (_LLAMA_CPP_CONTRACTIONS + _LLAMA3_SPLIT, _HF_CONTRACTIONS + _LLAMA3_SPLIT),
 }
-BPE_PRE_TOKENIZERS = ("gpt2", "smollm", *SPLIT_REGEXES)
+BPE_PRE_TOKENIZERS = ("gpt-2", "smollm", *SPLIT_REGEXES)
 
 
 def pre_tokenizer_name(definition: dict | None) -> str:
@@ -50,7 +50,7 @@ def pre_tokenizer_name(definition: dict | None) -> str:
     kinds = [s.get("type") if isinstance(s, dict) else None for s in steps]
     byte_level_regex = lambda s: s.get("use_regex", True)
     if kinds == ["ByteLevel"] and byte_level_regex(steps[0]):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level_regex(steps[1]):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not byte_level_regex(steps[1]):
@@ -66,7 +66,7 @@ def build_pre_tokenizer(name: str):
     """The `tokenizers` pre-tokenizer llama.cpp's pre-tokenizer `name` stands for."""
     from tokenizers import Regex, pre_tokenizers
 
-    if name == "gpt2":
+    if name == "gpt-2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if name == "smollm":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
