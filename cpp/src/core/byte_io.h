@@ -94,8 +94,6 @@ class TempFile {
   void write_zeros(uint64_t n);
   void commit();                             // closes and renames onto `path`
   void discard() noexcept;                   // removes the file now; idempotent
-  bool open() const { return fd_ >= 0; }
-  const std::string& tmp_path() const { return tmp_; }
 
  private:
   std::string path_, tmp_, who_;

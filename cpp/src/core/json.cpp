@@ -131,6 +131,7 @@ class Parser {
       if (pos_ >= s_.size()) fail("unterminated string");
       const char c = s_[pos_++];
       if (c == '"') {
+        // (the check alone would build its message's context for every string)
         if (!is_valid_utf8(out)) check_utf8(out, "string", what_ + ": at byte " + std::to_string(start));
         return out;
       }

@@ -38,8 +38,10 @@ CandidateTable::CandidateTable(std::vector<std::string> options) : options_(std:
 int CandidateTable::add_tensor(const std::string& name, int64_t weights, const std::string& group) {
   MPQ_CHECK_VALUE(!options_.empty(), "CandidateTable: give the options before adding tensors");
   MPQ_CHECK_VALUE(!name.empty(), "CandidateTable: a tensor needs a name");
-  MPQ_CHECK_VALUE(weights > 0 && weights <= kMaxBytes, "CandidateTable: tensor '", name,
-                  "' must have weights in [1, 2^53], got ", weights);
+  MPQ_CHECK_VALUE(weights > 0, "CandidateTable: tensor '", name, "' must have weights > 0, got ",
+                  weights);
+  MPQ_CHECK_VALUE(weights <= kMaxBytes, "CandidateTable: tensor '", name,
+                  "' must have at most 2^53 weights, got ", weights);
   MPQ_CHECK_VALUE(row_index_.count(name) == 0, "CandidateTable: tensor '", name, "' added twice");
   const int index = num_tensors();
   row_index_.emplace(name, index);
@@ -67,8 +69,10 @@ CandidateTable::Cell& CandidateTable::cell(int tensor, int option) {
 void CandidateTable::set(int tensor, int option, int64_t bytes, double proxy, double kl) {
   Cell& c = cell(tensor, option);
   const std::string& name = rows_[tensor].name;
-  MPQ_CHECK_VALUE(bytes >= 0 && bytes <= kMaxBytes, "CandidateTable: tensor '", name, "' option '",
-                  options_[option], "': bytes must be in [0, 2^53], got ", bytes);
+  MPQ_CHECK_VALUE(bytes >= 0, "CandidateTable: tensor '", name, "' option '", options_[option],
+                  "': bytes must be >= 0, got ", bytes);
+  MPQ_CHECK_VALUE(bytes <= kMaxBytes, "CandidateTable: tensor '", name, "' option '",
+                  options_[option], "': bytes must be at most 2^53, got ", bytes);
   MPQ_CHECK_VALUE(std::isfinite(proxy), "CandidateTable: tensor '", name, "' option '",
                   options_[option], "': the proxy error must be finite, got ", proxy);
   MPQ_CHECK_VALUE(!std::isinf(kl), "CandidateTable: tensor '", name, "' option '",
@@ -92,9 +96,10 @@ void CandidateTable::set_kl(int tensor, int option, double kl) {
 void CandidateTable::set_unavailable(int tensor, int option) { cell(tensor, option) = Cell{}; }
 
 void CandidateTable::set_fixed(int64_t bytes, int64_t weights) {
-  MPQ_CHECK_VALUE(bytes >= 0 && weights >= 0 && bytes <= kMaxBytes && weights <= kMaxBytes,
-                  "CandidateTable: fixed bytes and weights must be in [0, 2^53], got ", bytes,
-                  " and ", weights);
+  MPQ_CHECK_VALUE(bytes >= 0 && weights >= 0, "CandidateTable: fixed bytes and weights must be "
+                  ">= 0, got ", bytes, " and ", weights);
+  MPQ_CHECK_VALUE(bytes <= kMaxBytes && weights <= kMaxBytes, "CandidateTable: fixed bytes and "
+                  "weights must be at most 2^53, got ", bytes, " and ", weights);
   fixed_bytes_ = bytes;
   fixed_weights_ = weights;
 }
