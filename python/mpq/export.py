@@ -299,40 +299,42 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
             raise ValueError(f"{name}: the evaluated tensor is {quantized[name].format}, the plan says {final}")
         layout.append((name, t, requested, final))
 
-    writer = gguf.Writer(os.fspath(path))
-    writer.set("general.architecture", arch, VT.STRING)
-    writer.set("general.name", loaded.name, VT.STRING)
-    writer.set("general.type", "model", VT.STRING)
-    _hparams(writer, config, arch)
-    base = plan if isinstance(plan, str) else max(set(plan.values()) or {"f16"}, key=list(plan.values()).count)
-    writer.set("general.file_type", FILE_TYPES.get(base, 1), VT.UINT32)
-    if any(f not in ("f32", "f16", "bf16") for *_, f in layout):
-        writer.set("general.quantization_version", 2, VT.UINT32)
-    _tokenizer(writer, loaded.tokenizer, config)
+    # Written to a temporary file that a `with` block removes if anything below raises
+    # (an interrupted export leaves nothing behind); finish() renames it into place.
+    with gguf.Writer(os.fspath(path)) as writer:
+        writer.set("general.architecture", arch, VT.STRING)
+        writer.set("general.name", loaded.name, VT.STRING)
+        writer.set("general.type", "model", VT.STRING)
+        _hparams(writer, config, arch)
+        base = plan if isinstance(plan, str) else max(set(plan.values()) or {"f16"}, key=list(plan.values()).count)
+        writer.set("general.file_type", FILE_TYPES.get(base, 1), VT.UINT32)
+        if any(f not in ("f32", "f16", "bf16") for *_, f in layout):
+            writer.set("general.quantization_version", 2, VT.UINT32)
+        _tokenizer(writer, loaded.tokenizer, config)
 
-    report = ExportReport(os.fspath(path))
-    n_head = config.num_attention_heads
-    n_head_kv = _config_value(config, "num_key_value_heads", default=n_head)
-    for name, t, requested, final in layout:
-        shape = list(reversed(t.shape))
-        writer.add_tensor(name, shape, _C.find_format(final).ggml_type)
-        report.tensors.append(ExportedTensor(name, final, shape, _C.gguf.tensor_nbytes(_C.find_format(final).ggml_type, shape), requested))
+        report = ExportReport(os.fspath(path))
+        n_head = config.num_attention_heads
+        n_head_kv = _config_value(config, "num_key_value_heads", default=n_head)
+        for name, t, requested, final in layout:
+            shape = list(reversed(t.shape))
+            writer.add_tensor(name, shape, _C.find_format(final).ggml_type)
+            report.tensors.append(ExportedTensor(name, final, shape, _C.gguf.tensor_nbytes(_C.find_format(final).ggml_type, shape), requested))
 
-    for name, t, requested, final in tqdm(layout, desc="export", unit="tensor", disable=not progress):
-        if name in quantized:
-            data = quantized[name].codes.cpu()
-        elif final == "f32":
-            data = t.detach().float().cpu().contiguous()
-        else:
-            w = t.detach()
-            imp = None
-            if imatrix is not None and name in imatrix:
-                imp = imatrix.importance(name)
-            data = _C.quantize_ggml(w, final, imp, name=name)
-        if arch == "llama" and (name.endswith("attn_q.weight") or name.endswith("attn_k.weight")):
-            # Rows are quantized independently, so permuting the quantized rows is exact.
-            heads = n_head if name.endswith("attn_q.weight") else n_head_kv
-            data = permute_for_llama(data.reshape(t.shape[0], -1), heads).contiguous()
-        writer.write_tensor(name, data.contiguous())
-    writer.finish()
+        for name, t, requested, final in tqdm(layout, desc="export", unit="tensor", disable=not progress):
+            if name in quantized:
+                data = quantized[name].codes.cpu()
+            elif final == "f32":
+                data = t.detach().float().cpu().contiguous()
+            else:
+                w = t.detach()
+                imp = None
+                if imatrix is not None and name in imatrix:
+                    imp = imatrix.importance(name)
+                data = _C.quantize_ggml(w, final, imp, name=name)
+            if arch == "llama" and (name.endswith("attn_q.weight") or name.endswith("attn_k.weight")):
+                # Rows are quantized independently, so permuting the quantized rows is exact.
+                heads = n_head if name.endswith("attn_q.weight") else n_head_kv
+                data = permute_for_llama(data.reshape(t.shape[0], -1), heads).contiguous()
+            writer.write_tensor(name, data.contiguous())
+        writer.finish()
     return report

@@ -21,7 +21,9 @@ std::optional<Type> type_from_name(std::string_view name) {
   // Every type mpq can write; ggml_types.h owns their names, so compare against info().name.
   static constexpr Type kAll[] = {Type::F32,  Type::F16,  Type::BF16,   Type::Q4_0,  Type::Q4_1,
                                   Type::Q5_0, Type::Q5_1, Type::Q8_0,   Type::Q2_K,  Type::Q3_K,
-                                  Type::Q4_K, Type::Q5_K, Type::Q6_K,   Type::IQ4_NL, Type::IQ4_XS};
+                                  Type::Q4_K, Type::Q5_K, Type::Q6_K,   Type::IQ4_NL, Type::IQ4_XS,
+                                  Type::IQ2_XXS, Type::IQ2_XS, Type::IQ2_S, Type::IQ3_XXS, Type::IQ3_S,
+                                  Type::IQ1_S, Type::IQ1_M};
   for (Type t : kAll) {
     if (name == ggml::info(t).name) return t;
   }
