@@ -1,7 +1,11 @@
 """The llama2.c tokenizer's encoder on text it cannot split into words (a vocabulary piece with a
 space after its first byte): mpq's heap merge against run.c's rescan-per-merge loop, same ids.
     python3 bench/llama2c_encoder.py"""
-import sys, time, random, struct, pathlib, statistics
+import pathlib
+import statistics
+import sys
+import time
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
 from test_bad_input import naive_merge, tokenizer_file
 from mpq import data, models as mm
