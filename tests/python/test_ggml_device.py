@@ -77,8 +77,7 @@ def quantized_cases(fmt: str, weighted: bool):
             # such blocks are made by hand: the in-range blocks with every third block's fp16
             # scale set to inf (0x7C00) and every fifth to NaN (0x7E00).
             blocks = mpq.quantize_ggml(x.clamp(-3e4, 3e4), fmt, imp).clone()
-            bs, ts = BLOCK[fmt]
-            view = blocks.view(blocks.shape[0], -1, ts)
+            view = blocks.view(blocks.shape[0], -1, BLOCK[fmt][1])
             off = HALF_FIELDS[fmt][0]
             view[:, ::3, off:off + 2] = torch.tensor([0x00, 0x7C], dtype=torch.uint8)
             view[:, ::5, off:off + 2] = torch.tensor([0x00, 0x7E], dtype=torch.uint8)

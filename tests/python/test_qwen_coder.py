@@ -24,8 +24,8 @@ def test_torch_import_matches_llama_cpp_tokens_and_logits():
     """The file's weights, dequantized into transformers' Qwen2, against llama.cpp on the same
     bytes. llama.cpp rounds each linear layer's input to 8 bits (Q8_K for these k-quants): with
     that rounding simulated (mpq.llama_cpp_activations) the top token must agree everywhere and
-    the logits' error must fall to half the unsimulated one or less (measured: 6.7% -> 2.3%). What remains is what
-    the simulation leaves out: llama.cpp's fp16 KV cache (K, V and the query rounded to half
+    the logits' error must fall to half the unsimulated one or less (measured: 6.7% -> 2.3%).
+    What remains is what the simulation leaves out: llama.cpp's fp16 KV cache (K, V and the query rounded to half
     precision in attention), about 2% of the logits' RMS here; 5% is the bound."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (setup.sh --tests)")
     lm = mm.load_model(PATH)
