@@ -32,6 +32,8 @@ void bind_format(py::module_& m) {
            "Bytes of the stored form of a rows x cols weight.")
       .def("bits_per_weight", &Format::bits_per_weight, py::arg("row_length"),
            "Stored bits per weight for rows of `row_length` weights (scales and zeros included).")
+      .def_property_readonly("requires_importance", &Format::requires_importance,
+                             "True for the ggml formats that cannot be quantized without an imatrix")
       .def("__repr__", &Format::to_string)
       .def("__eq__", [](const Format& a, const Format& b) { return a.name == b.name; })
       .def("__hash__", [](const Format& f) { return py::hash(py::str(f.name)); });

@@ -29,6 +29,9 @@ struct Format {
   int64_t bytes(int64_t rows, int64_t cols) const;
   // bytes(rows, cols) * 8 / (rows * cols): independent of rows.
   double bits_per_weight(int64_t row_length) const;
+  // ggml formats whose quantizer cannot run without importance weights (IQ2_XXS, IQ2_XS, IQ1_S:
+  // llama.cpp refuses them without an imatrix).
+  bool requires_importance() const;
 
   void validate() const;
   std::string to_string() const;

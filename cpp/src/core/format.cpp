@@ -109,6 +109,11 @@ double Format::bits_per_weight(int64_t row_length) const {
   return 8.0 * static_cast<double>(bytes(1, row_length)) / static_cast<double>(row_length);
 }
 
+bool Format::requires_importance() const {
+  return family == FormatFamily::kGgml &&
+         detail::ggml::requires_importance(static_cast<detail::ggml::Type>(ggml_type));
+}
+
 void Format::validate() const {
   MPQ_CHECK_VALUE(!name.empty(), "format: the name must not be empty");
   if (family == FormatFamily::kGgml) {

@@ -161,7 +161,11 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
             ex = experts[e]
             if stats is None and ex.needs_stats():
                 # An untied embedding has no statistics (no matmul reads it): llama.cpp quantizes
-                # it without an importance matrix, and so does kquant_imatrix here.
+                # it without an importance matrix, and so does kquant_imatrix here; the formats
+                # that need one are no option for it (llama.cpp's IQ2 mixes give it Q2_K).
+                if fmt.requires_importance:
+                    table.set_unavailable(ti, oi)
+                    continue
                 ex = experts.setdefault("kquant", make_expert("kquant"))
             r = ex.quantize([_C.ExpertLayer(name, weight, fmt.name)], stats, False)[0]
             approx = _C.dequantize(r.quantized.to(str(weight.device))).to(torch.float32)
