@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--llama-tools", default=None, help="folder of llama-quantize and llama-perplexity")
     ap.add_argument("--text-dir", default=None, help="WikiText-2 raw (default: the data folder's text/)")
-    ap.add_argument("--budgets", type=float, nargs="+", default=[2.5, 3.0, 3.5, 4.0])
+    ap.add_argument("--budgets", type=float, nargs="*", default=[2.5, 3.0, 3.5, 4.0])
     ap.add_argument("--formats", nargs="+", default=list(FORMATS))
     ap.add_argument("--mixes", nargs="*", default=list(MIXES))
     ap.add_argument("--uniform", nargs="*", default=list(UNIFORM))
