@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mpq
-from mpq import data, export
+from mpq import data, export, model as mm
 
 from conftest import REPO
 from ggml_reference import TYPE_IDS, Ggml
@@ -260,7 +260,7 @@ def test_requantize_with_an_imatrix_writes_llama_quantizes_bytes(tmp_path, quant
 def test_export_with_an_imatrix_records_it_as_llama_quantize_does(tmp_path, quantize_tool, stories):
     """mpq export with an imatrix file writes llama-quantize's four quantize.imatrix.* keys (and
     the same bytes as llama-quantize with that file)."""
-    cal = mpq.model.calibrate(stories.model, torch.randint(0, 512, (4, 64)).split(2), progress=False)
+    cal = mm.calibrate(stories.model, torch.randint(0, 512, (4, 64)).split(2), progress=False)
     im = cal.imatrix(chunk_size=64, datasets=["random tokens"])
     path = str(tmp_path / "imatrix.gguf")
     im.save(path)
@@ -290,7 +290,7 @@ def test_gguf_import_of_llama_quantizes_iq_files(tmp_path, quantize_tool, ftype)
     reader = mpq.gguf.Reader(str(out))
     stored = {FORMAT_OF_TYPE[t.type] for t in reader.tensors}
     assert {"iq1_s", "iq2_s", "iq3_xxs", "iq3_s"} & stored  # the file really holds codebook types
-    state = mpq.load_model(out).model.state_dict()
+    state = mm.load_model(out).model.state_dict()
     hf_name = {v: k for k, v in BLOCK_TENSORS.items()}
     ggml = Ggml()
     for t in reader.tensors:
