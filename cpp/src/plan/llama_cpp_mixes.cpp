@@ -429,12 +429,15 @@ const FtypeInfo& find_ftype(const std::string& ftype_name, bool* l8_out) {
       return f;
     }
   }
-  throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name + "'; known: " + known_names());
+  throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name +
+                              "'; known: " + known_names());
 }
 
 }  // namespace
 
-uint32_t llama_cpp_file_type(const std::string& ftype) { return find_ftype(ftype, nullptr).llama_id; }
+uint32_t llama_cpp_file_type(const std::string& ftype) {
+  return find_ftype(ftype, nullptr).llama_id;
+}
 
 Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model, bool imatrix) {
   bool l8 = false;
@@ -445,7 +448,8 @@ Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model, bool i
   const bool is_70b = (model.arch == "llama" && model.n_expert != 8 && model.n_layer == 80 &&
                        model.n_head != model.n_head_kv) ||
                       (model.arch == "qwen2" && model.n_layer == 80);
-  Mix mix{model, info->ftype, info->base, l8, imatrix, tied, is_70b, model.n_head / model.n_head_kv};
+  Mix mix{model, info->ftype, info->base, l8, imatrix, tied, is_70b,
+          model.n_head / model.n_head_kv};
   for (const TensorSpec& t : model.tensors) {
     if (is_value_like(role_of(t.name))) ++mix.n_value;
   }
@@ -480,8 +484,8 @@ Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model, bool i
       throw std::invalid_argument(
           "llama_cpp_mix " + std::string(info->name) + ": tensor '" + t.name + "' gets " +
           ggml::info(type).name +
-          ", which llama-quantize refuses to write without an importance matrix; pass "
-          "imatrix=true (and quantize with one)");
+          ", which llama-quantize refuses to write without an importance matrix; build the "
+          "mix with imatrix=True and quantize with one");
     }
     formats[idx] = ggml::info(type).name;
   }
