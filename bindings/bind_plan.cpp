@@ -72,8 +72,24 @@ void bind_plan(py::module_& m) {
       });
 
   m.def("llama_cpp_mix", &llama_cpp_mix, py::arg("ftype"), py::arg("model"),
-        R"(llama-quantize's choice of type for every tensor under `ftype` ("Q4_K_M", "Q3_K_S",
-"Q8_0", ...; "+L8" variants put token_embd and output at q8_0).)");
+        py::arg("imatrix") = false,
+        R"(llama-quantize's choice of type for every tensor under `ftype`.
+
+Args:
+    ftype: "Q4_K_M", "Q3_K_S", "IQ3_M", "IQ2_XXS", "Q8_0", ...; "+L8" variants of the K mixes put
+        token_embd and output at q8_0.
+    model: the ModelSpec (mpq.export.model_spec).
+    imatrix: whether the file is made with an importance matrix (llama-quantize --imatrix); some
+        rules depend on it.
+
+Returns:
+    The Plan.
+
+Raises:
+    ValueError: unknown ftype, or (without imatrix) a tensor would get a type llama-quantize
+        refuses to write without an importance matrix.)");
+  m.def("llama_cpp_file_type", &llama_cpp_file_type, py::arg("ftype"),
+        "llama.h's llama_ftype number (general.file_type) of a mix name.");
   m.def("llama_cpp_mix_names", &llama_cpp_mix_names);
 }
 

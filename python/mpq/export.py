@@ -24,8 +24,29 @@ GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 # llama.cpp's token types
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 2, 3, 4, 6
 # llama_ftype values llama.cpp records in general.file_type, for a plan whose base format is this.
+# (A plan named after one of llama.cpp's mixes gets that mix's own number instead: IQ3_XS, IQ3_S
+# and IQ3_M share iq3_s as their base.) iq2_s's file type is IQ2_M's, the one whose default it is.
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10,
-              "q3_k": 12, "q4_k": 15, "q5_k": 17, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32}
+              "q3_k": 12, "q4_k": 15, "q5_k": 17, "q6_k": 18, "iq2_xxs": 19, "iq2_xs": 20, "iq3_xxs": 23,
+              "iq1_s": 24, "iq4_nl": 25, "iq3_s": 26, "iq2_s": 29, "iq4_xs": 30, "iq1_m": 31, "bf16": 32}
+# A stand-in for quantize.imatrix.file when the importance matrix never was a file.
+IN_MEMORY_IMATRIX = "(mpq calibration, in memory)"
+
+
+def imatrix_keys(imatrix: "_C.Imatrix", file: str) -> list[tuple[str, object, "gguf.ValueType"]]:
+    """The keys llama-quantize records about the imatrix it used (tools/quantize/quantize.cpp):
+    the file as given and the first dataset, each cut to 127 bytes (its fixed-size buffer), the
+    number of entries, and the chunk count when the imatrix has one; integers as u32."""
+    def cut(text: str) -> str:
+        return text.encode("utf-8")[:127].decode("utf-8", errors="ignore")
+
+    keys = [("quantize.imatrix.file", cut(file), VT.STRING)]
+    if imatrix.datasets:
+        keys.append(("quantize.imatrix.dataset", cut(imatrix.datasets[0]), VT.STRING))
+    keys.append(("quantize.imatrix.entries_count", len(imatrix), VT.UINT32))
+    if imatrix.chunk_count > 0:
+        keys.append(("quantize.imatrix.chunks_count", int(imatrix.chunk_count), VT.UINT32))
+    return keys
 
 @dataclass
 class ExportedTensor:
@@ -248,8 +269,8 @@ def _bpe_from_hf(writer, tok, config) -> None:
 
 
 def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f16", *,
-                imatrix: "_C.Imatrix | None" = None, quantized: dict | None = None,
-                progress: bool = True) -> ExportReport:
+                imatrix: "_C.Imatrix | str | os.PathLike | None" = None, imatrix_file: str | None = None,
+                quantized: dict | None = None, progress: bool = True) -> ExportReport:
     """Writes `loaded` (a LoadedModel) as a GGUF file.
 
     Args:
@@ -259,7 +280,11 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
             (missing 2-D weights get their `quantized` tensor's format, else f16; names are GGUF
             names such as "blk.0.attn_q.weight"), or
             a Plan (e.g. mpq.llama_cpp_mix("Q4_K_M", export.model_spec(model))).
-        imatrix: importance weights for the ggml formats, by GGUF tensor name.
+        imatrix: importance weights for the ggml formats, by GGUF tensor name: an Imatrix or
+            the path of an imatrix file (llama-imatrix's GGUF or .dat). The file then carries
+            llama-quantize's quantize.imatrix.* keys.
+        imatrix_file: what quantize.imatrix.file records (default: the path given as `imatrix`,
+            or a note that the imatrix was computed in memory).
         quantized: GGUF tensor name -> QuantizedTensor already computed (the bytes that were
             evaluated); those are written as they are instead of quantizing again.
         progress: show a progress bar.
@@ -275,7 +300,13 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
     arch = GGUF_ARCH[config.model_type]
     tensors = model_tensors(model)
     names = {n for n, _ in tensors}
+    if isinstance(imatrix, (str, os.PathLike)):
+        imatrix_file = os.fspath(imatrix) if imatrix_file is None else imatrix_file
+        imatrix = _C.Imatrix.load(os.fspath(imatrix))
+    file_type = None
     if isinstance(plan, _C.Plan):
+        if plan.name.upper() in _C.llama_cpp_mix_names():
+            file_type = _C.llama_cpp_file_type(plan.name)
         plan = dict(plan.formats())
     if isinstance(plan, dict):
         unknown = sorted(set(plan) - names)
@@ -307,9 +338,12 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
         writer.set("general.type", "model", VT.STRING)
         _hparams(writer, config, arch)
         base = plan if isinstance(plan, str) else max(set(plan.values()) or {"f16"}, key=list(plan.values()).count)
-        writer.set("general.file_type", FILE_TYPES.get(base, 1), VT.UINT32)
+        writer.set("general.file_type", FILE_TYPES.get(base, 1) if file_type is None else file_type, VT.UINT32)
         if any(f not in ("f32", "f16", "bf16") for *_, f in layout):
             writer.set("general.quantization_version", 2, VT.UINT32)
+        if imatrix is not None:
+            for key, value, vt in imatrix_keys(imatrix, IN_MEMORY_IMATRIX if imatrix_file is None else imatrix_file):
+                writer.set(key, value, vt)
         _tokenizer(writer, loaded.tokenizer, config)
 
         report = ExportReport(os.fspath(path))

@@ -87,18 +87,28 @@ class Plan {
   std::unordered_map<std::string, size_t> index_;
 };
 
-// The tensor types llama-quantize (default options: no imatrix, no --pure, no overrides) picks for
-// `model` under `ftype`, tensor by tensor, including its row-length fallbacks and the tensors it
-// leaves in their source type. ftype (case-insensitive): F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K
-// Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS, llama-quantize's aliases
-// Q3_K / Q4_K / Q5_K (= the _M mixes), and "<K mix>+L8" for each K mix (Q2_K+L8 ... Q6_K+L8): the
-// K mix with token_embd and output.weight at q8_0, as `--token-embedding-type q8_0
-// --output-tensor-type q8_0` gives and as public "*_K_L" GGUF releases do. Plan::name is the
-// canonical name, Plan::base the ftype's default type. Every tensor gets expert "kquant".
+// The tensor types llama-quantize (default options: no --pure, no overrides) picks for `model`
+// under `ftype`, tensor by tensor, including its row-length fallbacks and the tensors it leaves in
+// their source type. `imatrix` says whether an importance matrix is given (`--imatrix`): several
+// rules depend on it (Q4_0/Q5_0 raise the first eighth of ffn_down to Q4_1/Q5_1 only with one,
+// IQ4_NL/IQ4_XS raise it to Q5_K only without, IQ3_XXS keeps attn_v and ffn_down at IQ3_XXS only
+// with one). ftype (case-insensitive): F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M
+// Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS
+// IQ3_S IQ3_M IQ4_NL IQ4_XS, llama-quantize's aliases Q3_K / Q4_K / Q5_K (= the _M mixes), and
+// "<K mix>+L8" for each K mix (Q2_K+L8 ... Q6_K+L8): the K mix with token_embd and output.weight
+// at q8_0, as `--token-embedding-type q8_0 --output-tensor-type q8_0` gives and as public "*_K_L"
+// GGUF releases do. Plan::name is the canonical name, Plan::base the ftype's default type (IQ2_S's
+// is iq2_xs, IQ2_M's iq2_s, IQ3_XS's and IQ3_M's iq3_s). Every tensor gets expert "kquant".
 // Throws std::invalid_argument for an unknown ftype (listing the known ones), an arch other than
-// llama/qwen2/qwen3, or an inconsistent model (duplicate names, bad shapes, tied_output that
-// disagrees with the presence of output.weight).
-Plan llama_cpp_mix(const std::string& ftype, const ModelSpec& model);
+// llama/qwen2/qwen3, an inconsistent model (duplicate names, bad shapes, tied_output that
+// disagrees with the presence of output.weight), or, without `imatrix`, a tensor that gets a type
+// llama-quantize refuses to write without one (IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ3_XXS; token_embd
+// and output exempt), naming the tensor and the type.
+Plan llama_cpp_mix(const std::string& ftype, const ModelSpec& model, bool imatrix = false);
+
+// llama.h's llama_ftype number (general.file_type) of a mix name llama_cpp_mix accepts (+L8
+// variants share their mix's number). Throws std::invalid_argument for an unknown name.
+uint32_t llama_cpp_file_type(const std::string& ftype);
 
 // The canonical names llama_cpp_mix accepts, in llama-quantize's order, the +L8 variants last.
 std::vector<std::string> llama_cpp_mix_names();

@@ -2,10 +2,10 @@
 // the per-tensor rules of llama.cpp's src/llama-quant.cpp so that mpq can show, tensor by tensor,
 // what a stock Q4_K_M etc. file of a model contains and size it without running llama-quantize.
 //
-// Scope: the ftypes whose types mpq can write (no IQ1/IQ2/IQ3/TQ/MXFP4 mixes), default options
-// (no imatrix, no --pure, no overrides except the +L8 variants), and the llama/qwen2/qwen3 archs,
-// so Falcon- and GLM-specific rules are left out. Rules for 8-expert models are kept because they
-// key on hparams only.
+// Scope: the ftypes whose types mpq can write (every K, legacy, IQ1-IQ4 mix; no TQ/MXFP4/Q2_K_S),
+// default options (with or without an imatrix, no --pure, no overrides except the +L8 variants),
+// and the llama/qwen2/qwen3 archs, so Falcon- and GLM-specific rules are left out. Rules for
+// 8-expert models are kept because they key on hparams only.
 #include <mpq/plan.h>
 
 #include <algorithm>
@@ -52,29 +52,70 @@ namespace {
 enum class Ftype {
   kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K_S, kQ3_K_M, kQ3_K_L,
   kQ4_K_S, kQ4_K_M, kQ5_K_S, kQ5_K_M, kQ6_K, kIQ4_NL, kIQ4_XS,
+  kIQ1_S, kIQ1_M, kIQ2_XXS, kIQ2_XS, kIQ2_S, kIQ2_M, kIQ3_XXS, kIQ3_XS, kIQ3_S, kIQ3_M,
 };
 
 struct FtypeInfo {
   const char* name;
   Ftype ftype;
-  Type base;    // the type every quantizable tensor starts from before the rules
-  bool k_mix;   // has a +L8 variant
+  Type base;          // the type every quantizable tensor starts from before the rules
+  bool k_mix;         // has a +L8 variant
+  uint32_t llama_id;  // llama.h's llama_ftype, written as general.file_type
 };
 
-// In llama-quantize's listing order.
+// In llama-quantize's listing order (QUANT_OPTIONS in tools/quantize/quantize.cpp). IQ2_S's
+// default type is IQ2_XS and IQ2_M's IQ2_S: the names are the file's size class, not its type.
 constexpr FtypeInfo kFtypes[] = {
-    {"Q4_0", Ftype::kQ4_0, Type::Q4_0, false},       {"Q4_1", Ftype::kQ4_1, Type::Q4_1, false},
-    {"Q5_0", Ftype::kQ5_0, Type::Q5_0, false},       {"Q5_1", Ftype::kQ5_1, Type::Q5_1, false},
-    {"Q2_K", Ftype::kQ2_K, Type::Q2_K, true},        {"Q3_K_S", Ftype::kQ3_K_S, Type::Q3_K, true},
-    {"Q3_K_M", Ftype::kQ3_K_M, Type::Q3_K, true},    {"Q3_K_L", Ftype::kQ3_K_L, Type::Q3_K, true},
-    {"IQ4_NL", Ftype::kIQ4_NL, Type::IQ4_NL, false},
-    {"IQ4_XS", Ftype::kIQ4_XS, Type::IQ4_XS, false},
-    {"Q4_K_S", Ftype::kQ4_K_S, Type::Q4_K, true},    {"Q4_K_M", Ftype::kQ4_K_M, Type::Q4_K, true},
-    {"Q5_K_S", Ftype::kQ5_K_S, Type::Q5_K, true},    {"Q5_K_M", Ftype::kQ5_K_M, Type::Q5_K, true},
-    {"Q6_K", Ftype::kQ6_K, Type::Q6_K, true},        {"Q8_0", Ftype::kQ8_0, Type::Q8_0, false},
-    {"F16", Ftype::kF16, Type::F16, false},          {"BF16", Ftype::kBF16, Type::BF16, false},
-    {"F32", Ftype::kF32, Type::F32, false},
+    {"Q4_0", Ftype::kQ4_0, Type::Q4_0, false, 2},
+    {"Q4_1", Ftype::kQ4_1, Type::Q4_1, false, 3},
+    {"Q5_0", Ftype::kQ5_0, Type::Q5_0, false, 8},
+    {"Q5_1", Ftype::kQ5_1, Type::Q5_1, false, 9},
+    {"IQ2_XXS", Ftype::kIQ2_XXS, Type::IQ2_XXS, false, 19},
+    {"IQ2_XS", Ftype::kIQ2_XS, Type::IQ2_XS, false, 20},
+    {"IQ2_S", Ftype::kIQ2_S, Type::IQ2_XS, false, 28},
+    {"IQ2_M", Ftype::kIQ2_M, Type::IQ2_S, false, 29},
+    {"IQ1_S", Ftype::kIQ1_S, Type::IQ1_S, false, 24},
+    {"IQ1_M", Ftype::kIQ1_M, Type::IQ1_M, false, 31},
+    {"Q2_K", Ftype::kQ2_K, Type::Q2_K, true, 10},
+    {"IQ3_XXS", Ftype::kIQ3_XXS, Type::IQ3_XXS, false, 23},
+    {"IQ3_S", Ftype::kIQ3_S, Type::IQ3_S, false, 26},
+    {"IQ3_M", Ftype::kIQ3_M, Type::IQ3_S, false, 27},
+    {"IQ3_XS", Ftype::kIQ3_XS, Type::IQ3_S, false, 22},
+    {"Q3_K_S", Ftype::kQ3_K_S, Type::Q3_K, true, 11},
+    {"Q3_K_M", Ftype::kQ3_K_M, Type::Q3_K, true, 12},
+    {"Q3_K_L", Ftype::kQ3_K_L, Type::Q3_K, true, 13},
+    {"IQ4_NL", Ftype::kIQ4_NL, Type::IQ4_NL, false, 25},
+    {"IQ4_XS", Ftype::kIQ4_XS, Type::IQ4_XS, false, 30},
+    {"Q4_K_S", Ftype::kQ4_K_S, Type::Q4_K, true, 14},
+    {"Q4_K_M", Ftype::kQ4_K_M, Type::Q4_K, true, 15},
+    {"Q5_K_S", Ftype::kQ5_K_S, Type::Q5_K, true, 16},
+    {"Q5_K_M", Ftype::kQ5_K_M, Type::Q5_K, true, 17},
+    {"Q6_K", Ftype::kQ6_K, Type::Q6_K, true, 18},
+    {"Q8_0", Ftype::kQ8_0, Type::Q8_0, false, 7},
+    {"F16", Ftype::kF16, Type::F16, false, 1},
+    {"BF16", Ftype::kBF16, Type::BF16, false, 32},
+    {"F32", Ftype::kF32, Type::F32, false, 0},
 };
+
+// The 1- and 2-bit file types, which llama-quant.cpp handles in a branch of their own.
+bool is_low_iq(Ftype f) {
+  switch (f) {
+    case Ftype::kIQ1_S: case Ftype::kIQ1_M: case Ftype::kIQ2_XXS: case Ftype::kIQ2_XS:
+    case Ftype::kIQ2_S: case Ftype::kIQ2_M: return true;
+    default: return false;
+  }
+}
+
+// The types llama-quantize refuses to write without an imatrix (tensor_requires_imatrix; its
+// Q2_K case concerns Q2_K_S files only, which mpq has no mix for). ggml itself refuses only
+// IQ2_XXS, IQ2_XS and IQ1_S; llama-quantize adds the others because they come out poor.
+bool llama_requires_imatrix(Type t) {
+  switch (t) {
+    case Type::IQ3_XXS: case Type::IQ2_XXS: case Type::IQ2_XS: case Type::IQ2_S:
+    case Type::IQ1_M: case Type::IQ1_S: return true;
+    default: return false;
+  }
+}
 
 // llama-quantize's shorthand names.
 constexpr std::pair<std::string_view, std::string_view> kAliases[] = {
@@ -133,6 +174,7 @@ struct Mix {
   Ftype ftype;
   Type base;
   bool l8;            // token_embd and output forced to q8_0
+  bool imatrix;       // an importance matrix is given (several rules depend on it)
   bool tied;          // no output.weight: token_embd doubles as the output matrix
   bool is_70b;        // llama.cpp's LLM_TYPE_70B, which widens attn_v
   int64_t n_gqa;      // query heads per kv head (integer division, 0 without kv heads)
@@ -153,21 +195,60 @@ struct Mix {
   Type choose(const TensorSpec& t);
 };
 
-// llama.cpp's per-tensor mix rules for a quantizable tensor under a block-type ftype.
+// llama.cpp's per-tensor mix rules for a quantizable tensor under a block-type ftype
+// (llama_tensor_get_type_impl, branch for branch).
 Type Mix::rules(const std::string& name, Role role, int64_t row_length) {
   const int64_t n = model.n_layer;
+  const Ftype f = ftype;
   Type t = base;
   if (role == Role::kOutput || (tied && role == Role::kTokenEmbd)) {
-    // The logits matrix is the most sensitive: q6_k unless the ftype is already q8_0; q8_0 when
+    // The logits matrix is the most sensitive: q6_k unless the ftype is already q8_0 (q5_k for
+    // the 1-/2-bit and IQ3_XXS files, where q6_k would be a large share of the file); q8_0 when
     // the row does not split into the ftype's blocks.
     if (row_length % ggml::info(base).block_size != 0) return Type::Q8_0;
+    if (is_low_iq(f) || f == Ftype::kIQ3_XXS) return Type::Q5_K;
     return t == Type::Q8_0 ? t : Type::Q6_K;
   }
-  if (role == Role::kTokenEmbd) return t;  // only IQ1/IQ2/IQ3/TQ mixes change an untied embedding
+  if (role == Role::kTokenEmbd) {  // untied: a lookup table, cheap to read, so a little wider
+    switch (f) {
+      case Ftype::kIQ2_XXS: case Ftype::kIQ2_XS: case Ftype::kIQ1_S: case Ftype::kIQ1_M:
+        return Type::Q2_K;
+      case Ftype::kIQ2_S: case Ftype::kIQ2_M: case Ftype::kIQ3_XXS: return Type::IQ3_S;
+      default: return t;
+    }
+  }
+  const bool iq2s_or_m = f == Ftype::kIQ2_S || f == Ftype::kIQ2_M;
+  if (is_low_iq(f)) {
+    // llama-quant.cpp's 1-/2-bit branch: no 70B or 8-expert attn_v rule, no ffn_gate/up counters,
+    // and ffn_down by the running counter even in MoE models.
+    if (is_value_like(role)) {
+      ++i_value;
+      if (n_gqa >= 4 || model.n_expert >= 4) return Type::Q4_K;
+      return iq2s_or_m ? Type::IQ3_S : Type::Q2_K;
+    }
+    if (model.n_expert == 8 && role == Role::kAttnK) return Type::Q4_K;
+    if (role == Role::kFfnDown) {
+      if (i_ffn_down++ < n / 8) t = iq2s_or_m ? Type::IQ3_S : Type::Q2_K;
+      return t;
+    }
+    if (role == Role::kAttnOutput) {
+      if (model.n_expert == 8) return Type::Q5_K;
+      if (f == Ftype::kIQ1_S || f == Ftype::kIQ1_M) return Type::IQ2_XXS;
+      if (iq2s_or_m) return Type::IQ3_S;
+    }
+    return t;
+  }
   if (is_value_like(role)) {
     const int64_t i = i_value++;
-    switch (ftype) {
+    switch (f) {
       case Ftype::kQ2_K: t = n_gqa >= 4 ? Type::Q4_K : Type::Q3_K; break;
+      // With an imatrix IQ3_XXS itself holds up on attn_v; without one IQ3_XXS is not allowed.
+      case Ftype::kIQ3_XXS:
+        t = n_gqa >= 4 ? Type::Q4_K : imatrix ? Type::IQ3_XXS : Type::IQ3_S;
+        break;
+      case Ftype::kIQ3_XS:
+      case Ftype::kIQ3_S: if (n_gqa >= 4) t = Type::Q4_K; break;
+      case Ftype::kIQ3_M: t = Type::Q4_K; break;
       case Ftype::kQ3_K_M: t = i < 2 ? Type::Q5_K : Type::Q4_K; break;
       case Ftype::kQ3_K_L: t = Type::Q5_K; break;
       case Ftype::kIQ4_NL:
@@ -185,40 +266,67 @@ Type Mix::rules(const std::string& name, Role role, int64_t row_length) {
   switch (role) {
     case Role::kAttnK:
       if (model.n_expert == 8) t = Type::Q8_0;
+      else if (f == Ftype::kIQ3_XS) t = Type::IQ3_XXS;
+      else if (f == Ftype::kIQ3_XXS) t = Type::IQ2_S;
+      break;
+    case Role::kAttnQ:
+      if (f == Ftype::kIQ3_XS) t = Type::IQ3_XXS;
+      else if (f == Ftype::kIQ3_XXS) t = Type::IQ2_S;
       break;
     case Role::kFfnDown: {
       const int64_t i = layer(i_ffn_down++, name);
-      switch (ftype) {
+      switch (f) {
         case Ftype::kQ2_K: t = Type::Q3_K; break;
+        case Ftype::kIQ3_XXS:  // with an imatrix ffn_down stays IQ3_XXS
+          if (!imatrix) t = i < n / 8 ? Type::Q4_K : Type::Q3_K;
+          break;
         case Ftype::kQ3_K_M: t = i < n / 16 ? Type::Q5_K : Type::Q4_K; break;
+        case Ftype::kIQ3_M:
+          if (i < n / 8 || (model.n_expert == 8 && more_bits(i, n))) t = Type::Q4_K;
+          break;
         case Ftype::kQ3_K_L: t = Type::Q5_K; break;
         case Ftype::kQ4_K_M:
         case Ftype::kQ5_K_M: if (more_bits(i, n)) t = Type::Q6_K; break;
         case Ftype::kIQ4_NL:
-        case Ftype::kIQ4_XS:  // without an imatrix only
+        case Ftype::kIQ4_XS:  // the imatrix protects the first layers well enough on its own
+          if (!imatrix && i < n / 8) t = Type::Q5_K;
+          break;
         case Ftype::kQ4_K_S: if (i < n / 8) t = Type::Q5_K; break;
-        default: break;  // Q4_0/Q5_0 widen the first layers only with an imatrix
+        // Only with an imatrix: without one llama.cpp keeps the files it always made, and
+        // Q4_1/Q5_1 do worse than Q4_0/Q5_0 on ffn_down without importance weights.
+        case Ftype::kQ4_0: if (imatrix && i < n / 8) t = Type::Q4_1; break;
+        case Ftype::kQ5_0: if (imatrix && i < n / 8) t = Type::Q5_1; break;
+        default: break;
       }
       break;
     }
     case Role::kAttnOutput:
       if (model.n_expert == 8) {
-        switch (ftype) {
-          case Ftype::kQ2_K: case Ftype::kQ3_K_S: case Ftype::kQ3_K_M: case Ftype::kIQ4_NL:
-          case Ftype::kQ4_K_S: case Ftype::kQ4_K_M: case Ftype::kIQ4_XS: t = Type::Q5_K; break;
+        switch (f) {
+          case Ftype::kQ2_K: case Ftype::kIQ3_XS: case Ftype::kIQ3_XXS: case Ftype::kQ3_K_S:
+          case Ftype::kQ3_K_M: case Ftype::kIQ4_NL: case Ftype::kQ4_K_S: case Ftype::kQ4_K_M:
+          case Ftype::kIQ3_S: case Ftype::kIQ3_M: case Ftype::kIQ4_XS: t = Type::Q5_K; break;
           default: break;
         }
-      } else if (ftype == Ftype::kQ2_K) {
+      } else if (f == Ftype::kQ2_K) {
         t = Type::Q3_K;
-      } else if (ftype == Ftype::kQ3_K_M) {
+      } else if (f == Ftype::kIQ3_XXS) {
+        t = Type::IQ3_S;
+      } else if (f == Ftype::kQ3_K_M || f == Ftype::kIQ3_M) {
         t = Type::Q4_K;
-      } else if (ftype == Ftype::kQ3_K_L) {
+      } else if (f == Ftype::kQ3_K_L) {
         t = Type::Q5_K;
       }
       break;
-    // ffn_gate/ffn_up only change under IQ3_XS, but the counters (and the MoE layer check) run.
-    case Role::kFfnGate: layer(i_ffn_gate++, name); break;
-    case Role::kFfnUp: layer(i_ffn_up++, name); break;
+    // IQ3_XS drops the middle layers' ffn_gate/ffn_up to IQ3_XXS; the counters (and the MoE
+    // layer check) run for every ftype.
+    case Role::kFfnGate:
+    case Role::kFfnUp: {
+      int64_t& counter = role == Role::kFfnGate ? i_ffn_gate : i_ffn_up;
+      const int64_t i = layer(counter++, name);
+      if (f == Ftype::kIQ3_XS && i >= n / 8 && i < 7 * n / 8) t = Type::IQ3_XXS;
+      break;
+    }
     default: break;
   }
   return t;
@@ -230,6 +338,8 @@ Type fit_row(Type t, int64_t row_length) {
   if (row_length % ggml::info(t).block_size == 0) return t;
   Type r = t;
   switch (t) {
+    case Type::IQ1_S: case Type::IQ1_M: case Type::IQ2_XXS: case Type::IQ2_XS: case Type::IQ2_S:
+    case Type::IQ3_XXS: case Type::IQ3_S:
     case Type::IQ4_XS: r = Type::IQ4_NL; break;
     case Type::Q2_K:
     case Type::Q3_K: r = Type::Q4_0; break;
@@ -303,29 +413,43 @@ std::vector<std::string> llama_cpp_mix_names() {
   return out;
 }
 
-Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model) {
-  // Resolve the name: case-insensitive like llama-quantize, aliases, then the +L8 suffix.
+namespace {
+
+// Resolves a mix name: case-insensitive like llama-quantize, aliases, then the +L8 suffix.
+const FtypeInfo& find_ftype(const std::string& ftype_name, bool* l8_out) {
   std::string key = upper(ftype_name);
   const bool l8 = key.ends_with(kL8Suffix);
   if (l8) key.resize(key.size() - kL8Suffix.size());
   for (const auto& [alias, target] : kAliases) {
     if (key == alias) key = target;
   }
-  const FtypeInfo* info = nullptr;
   for (const FtypeInfo& f : kFtypes) {
-    if (key == f.name && (!l8 || f.k_mix)) info = &f;
+    if (key == f.name && (!l8 || f.k_mix)) {
+      if (l8_out != nullptr) *l8_out = l8;
+      return f;
+    }
   }
-  if (info == nullptr) {
-    throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name +
-                                "'; known: " + known_names());
-  }
+  throw std::invalid_argument("unknown llama.cpp mix '" + ftype_name +
+                              "'; known: " + known_names());
+}
+
+}  // namespace
+
+uint32_t llama_cpp_file_type(const std::string& ftype) {
+  return find_ftype(ftype, nullptr).llama_id;
+}
+
+Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model, bool imatrix) {
+  bool l8 = false;
+  const FtypeInfo* info = &find_ftype(ftype_name, &l8);
   check_model(model);
 
   const bool tied = model.tied_output;
   const bool is_70b = (model.arch == "llama" && model.n_expert != 8 && model.n_layer == 80 &&
                        model.n_head != model.n_head_kv) ||
                       (model.arch == "qwen2" && model.n_layer == 80);
-  Mix mix{model, info->ftype, info->base, l8, tied, is_70b, model.n_head / model.n_head_kv};
+  Mix mix{model, info->ftype, info->base, l8, imatrix, tied, is_70b,
+          model.n_head / model.n_head_kv};
   for (const TensorSpec& t : model.tensors) {
     if (is_value_like(role_of(t.name))) ++mix.n_value;
   }
@@ -347,7 +471,23 @@ Plan llama_cpp_mix(const std::string& ftype_name, const ModelSpec& model) {
     size_t dims = t.shape.size();
     while (dims > 1 && t.shape[dims - 1] == 1) --dims;
     const bool quantizable = dims >= 2 && detail::plan::name_allows_quantization(t.name);
-    formats[idx] = quantizable ? ggml::info(mix.choose(t)).name : t.source_format;
+    if (!quantizable) {
+      formats[idx] = t.source_format;
+      continue;
+    }
+    const Type type = mix.choose(t);
+    // llama-quantize stops here without an imatrix (token_embd and output are exempt: they are
+    // never run through a matrix product that llama-imatrix could observe).
+    const Role role = role_of(t.name);
+    if (!imatrix && llama_requires_imatrix(type) && role != Role::kOutput &&
+        role != Role::kTokenEmbd) {
+      throw std::invalid_argument(
+          "llama_cpp_mix " + std::string(info->name) + ": tensor '" + t.name + "' gets " +
+          ggml::info(type).name +
+          ", which llama-quantize refuses to write without an importance matrix; build the "
+          "mix with imatrix=True and quantize with one");
+    }
+    formats[idx] = ggml::info(type).name;
   }
 
   Plan plan;

@@ -164,7 +164,8 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
         imat = cal.imatrix(chunk_size=window) if uniform and imatrix else None
     for mix in uniform:
         path = out / f"uniform-{mix.lower()}.gguf"
-        export.export_gguf(loaded, path, _C.llama_cpp_mix(mix, spec), imatrix=imat, progress=progress)
+        export.export_gguf(loaded, path, _C.llama_cpp_mix(mix, spec, imatrix=imat is not None), imatrix=imat,
+                           progress=progress)
         files.append((f"{mix.upper()}{' (imatrix)' if imat is not None else ''}", "uniform", str(path)))
     mixed_report, table_path = None, None
     if mixed_bpw is not None:
