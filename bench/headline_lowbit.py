@@ -288,7 +288,13 @@ def main() -> None:
     # 3. The table.
     t = time.perf_counter()
     labels = search.option_labels(["kquant_imatrix"], args.formats)
-    cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal, progress=False)
+    saved = st.path("candidates")
+    if (saved / "tensors.pt").exists() and \
+            list(mpq.CandidateTable.load(os.fspath(saved / "table.json")).options) == labels:
+        cands = search.Candidates.load(saved)  # a restarted run: the quantizing is the long part
+    else:
+        cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal, progress=False)
+        cands.save(saved)
     table = cands.table
     table.save(os.fspath(st.path("table.json")))
     secs["table"] = time.perf_counter() - t
@@ -349,8 +355,9 @@ def main() -> None:
         export(tag, np.asarray(r.best), {**extra, "search_seconds": round(secs[tag], 1), "evaluations": r.evaluations,
                                          "history": [(h.generation, h.best, h.evaluations) for h in r.history]})
 
-    def late() -> bool:
-        return args.deadline is not None and time.time() > args.deadline
+    def late() -> bool:  # the first search always runs: without one the run shows nothing
+        return args.deadline is not None and time.time() > args.deadline and \
+            any(k.startswith("ga-") for k in secs)
 
     for b in args.budgets:
         if late():

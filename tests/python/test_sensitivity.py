@@ -213,3 +213,33 @@ def test_quantize_mixed_exports_the_bytes_it_evaluated(tmp_path):
     toks = llm.tokenize(b"The capital of France is", add_bos=False)
     llm.eval(toks)
     assert np.isfinite(np.array(llm.scores[len(toks) - 1])).all()
+
+
+def test_candidates_saved_and_loaded_give_the_same_table_and_bytes(stories, cands, tmp_path):
+    """A work folder's candidates come back as they were: every cell, every quantized tensor's
+    bytes (int and ggml formats, scales and zeros included), and a genome applies the same."""
+    cands.save(tmp_path / "cands")
+    assert sorted(p.name for p in (tmp_path / "cands").iterdir()) == ["table.json", "tensors.pt"]
+    back = type(cands).load(tmp_path / "cands")
+    t, u = cands.table, back.table
+    assert list(u.options) == list(t.options) and u.num_tensors == t.num_tensors
+    for i in range(t.num_tensors):
+        for o in range(t.num_options):
+            assert u.available(i, o) == t.available(i, o)
+            if t.available(i, o):
+                assert u.cell(i, o)[:2] == t.cell(i, o)[:2]
+    assert back.quantized.keys() == cands.quantized.keys()
+    for key, q in cands.quantized.items():
+        r = back.quantized[key]
+        assert (r.format, r.rows, r.cols) == (q.format, q.rows, q.cols)
+        assert torch.equal(mpq.dequantize(r), mpq.dequantize(q)), key
+        assert torch.equal(r.codes, q.codes), key
+    genome = np.zeros(t.num_tensors, dtype=np.int32)
+    assert {k: v.codes.tolist() for k, v in back.tensors(genome).items()} == \
+        {k: v.codes.tolist() for k, v in cands.tensors(genome).items()}
+    # Files from two different runs are refused.
+    other = sensitivity.build_candidates(stories.model, [torch.zeros(1, 8, dtype=torch.long)],
+                                         ["rtn:int8"], progress=False)
+    other.table.save(str(tmp_path / "cands" / "table.json"))
+    with pytest.raises(ValueError, match="different runs"):
+        type(cands).load(tmp_path / "cands")

@@ -13,8 +13,10 @@ block 0's input), plus, when it is tied to the output head, the head's tr(ΔE H 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +60,38 @@ class Candidates:
             swap.restore()
             raise
         return swap
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Writes the table (table.json) and the quantized tensors behind it (tensors.pt) into
+        `folder`, each to a temporary name renamed when complete, so that a run stopped later
+        starts again from them (Candidates.load) instead of quantizing every option again."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        packed = {f"{name}\t{label}": {"format": q.format, "codes": q.codes.cpu(), "rows": q.rows, "cols": q.cols,
+                                       "scales": q.scales.cpu() if q.scales is not None else None,
+                                       "zeros": q.zeros.cpu() if q.zeros is not None else None, "dtype": q.dtype}
+                  for (name, label), q in self.quantized.items()}
+        tmp = folder / "tensors.pt.tmp"
+        torch.save({"options": list(self.table.options), "tensors": packed, "seconds": self.seconds}, tmp)
+        self.table.save(os.fspath(folder / "table.json.tmp"))
+        os.replace(folder / "table.json.tmp", folder / "table.json")
+        os.replace(tmp, folder / "tensors.pt")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "Candidates":
+        """Candidates written by save()."""
+        folder = Path(folder)
+        table = _C.CandidateTable.load(os.fspath(folder / "table.json"))
+        saved = torch.load(folder / "tensors.pt", weights_only=True)
+        if saved["options"] != list(table.options):
+            raise ValueError(f"{folder}: tensors.pt holds options {saved['options']}, table.json "
+                             f"{list(table.options)}: the two files come from different runs")
+        out = cls(table, seconds=saved["seconds"])
+        for key, q in saved["tensors"].items():
+            name, label = key.split("\t")
+            out.quantized[(name, label)] = _C.QuantizedTensor(q["format"], q["codes"], q["scales"], q["zeros"],
+                                                              q["rows"], q["cols"], q["dtype"])
+        return out
 
     def tensors(self, genome) -> dict:
         """GGUF tensor name ("blk.0.attn_q.weight") -> QuantizedTensor of a genome."""
