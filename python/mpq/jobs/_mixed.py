@@ -132,6 +132,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                              progress=progress)
     if table:
         cands.table.save(os.fspath(table))
+    calibrator = None  # its XᵀX sums (0.5 GB on SmolLM2) are not needed after the table
     t_sens = time.perf_counter()
     options = ga_options if ga_options is not None else _C.GaOptions()
     fit = None
