@@ -207,3 +207,21 @@ def test_calibrate_matches_independent_per_layer_sums(stories):
         np.testing.assert_allclose(s.sum_sq.double().numpy(), (rows ** 2).sum(0), rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(s.sum_abs.double().numpy(), np.abs(rows).sum(0), rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(s.max_abs.double().numpy(), np.abs(rows).max(0), rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [768, 1000, 1536])
+def test_wide_inputs_xtx_matches_float64_reference(dtype, width):
+    """Inputs of 768 columns and more take the blocked symmetric product on the CPU: every
+    block, mirrored ones included, must match the float64 reference, and the sum be symmetric."""
+    torch.manual_seed(width)
+    x = torch.randn(2, 90, width, dtype=dtype) + torch.linspace(-1, 1, width, dtype=dtype)
+    cal = mpq.Calibrator(mpq.CalibratorOptions(accumulate_dtype=dtype))
+    for chunk in x:
+        cal.observe("blk.0.ffn_down", chunk)
+    rows = x.reshape(-1, width).double().numpy()
+    ref = rows.T @ rows
+    got = cal.stats("blk.0.ffn_down").xtx
+    assert torch.equal(got, got.t())
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert np.abs(got.double().numpy() - ref).max() <= tol * np.abs(ref).max()

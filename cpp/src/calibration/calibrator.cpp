@@ -1,10 +1,12 @@
 #include <mpq/calibration.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -26,6 +28,31 @@ struct Entry {
   std::mutex mutex;
   LayerStats sums;
 };
+
+// XᵀX of `rows` [tokens, n]. On the CPU a wide input gets a blocked symmetric product: only the
+// blocks on and above the diagonal are multiplied and the others mirrored (ATen has no syrk), 10
+// of 16 block products for 4 blocks. On this repository's 2-core CPU, 2048 rows of SmolLM2's
+// 1536-wide ffn_down input take 50 ms instead of 84; below 768 columns the blocks gain nothing.
+at::Tensor gram(const at::Tensor& rows) {
+  const int64_t n = rows.size(1);
+  const int64_t k = rows.is_cpu() ? std::clamp<int64_t>(n / 384, 1, 4) : 1;
+  if (k < 2) return at::matmul(rows.t(), rows);
+  at::Tensor out = at::empty({n, n}, rows.options());
+  std::vector<int64_t> edge(k + 1);
+  for (int64_t i = 0; i <= k; ++i) edge[i] = n * i / k;
+  auto block = [&](const at::Tensor& t, int64_t i, int64_t j) {
+    return t.slice(0, edge[i], edge[i + 1]).slice(1, edge[j], edge[j + 1]);
+  };
+  for (int64_t i = 0; i < k; ++i) {
+    const at::Tensor xi = rows.slice(1, edge[i], edge[i + 1]);
+    for (int64_t j = i; j < k; ++j) {
+      const at::Tensor b = at::matmul(xi.t(), rows.slice(1, edge[j], edge[j + 1]));
+      block(out, i, j).copy_(b);
+      if (j > i) block(out, j, i).copy_(b.t());
+    }
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -122,7 +149,7 @@ void Calibrator::observe(const std::vector<std::string>& layers, const at::Tenso
     sum_abs = at::linalg_vector_norm(rows, 1, {0});
     max_abs = at::linalg_vector_norm(rows, std::numeric_limits<double>::infinity(), {0});
   }
-  at::Tensor xtx = o.collect_xtx ? at::matmul(rows.t(), rows) : at::Tensor();
+  at::Tensor xtx = o.collect_xtx ? gram(rows) : at::Tensor();
   const bool imatrix_batch = rows.size(0) >= kImatrixMinRows;
 
   for (size_t i = 0; i < layers.size(); ++i) {
