@@ -13,6 +13,7 @@ namespace mpq::bindings {
 void bind_calibration(py::module_& m) {
   py::class_<CalibratorOptions> cal(m, "CalibratorOptions", "Options of the Calibrator.");
   def_options(cal, field("collect_xtx", &CalibratorOptions::collect_xtx),
+              field("collect_abs", &CalibratorOptions::collect_abs),
               field("accumulate_dtype", &CalibratorOptions::accumulate_dtype));
 
   m.attr("IMATRIX_MIN_ROWS") = kImatrixMinRows;
@@ -22,8 +23,14 @@ void bind_calibration(py::module_& m) {
         return s.xtx;
       })
       .def_readonly("sum_sq", &LayerStats::sum_sq)
-      .def_readonly("sum_abs", &LayerStats::sum_abs)
-      .def_readonly("max_abs", &LayerStats::max_abs)
+      .def_property_readonly("sum_abs", [](const LayerStats& s) -> std::optional<at::Tensor> {
+        if (!s.sum_abs.defined()) return std::nullopt;
+        return s.sum_abs;
+      })
+      .def_property_readonly("max_abs", [](const LayerStats& s) -> std::optional<at::Tensor> {
+        if (!s.max_abs.defined()) return std::nullopt;
+        return s.max_abs;
+      })
       .def_readonly("tokens", &LayerStats::tokens)
       .def_readonly("batches", &LayerStats::batches)
       .def_readonly("imatrix_sum_sq", &LayerStats::imatrix_sum_sq,
@@ -89,6 +96,18 @@ void bind_calibration(py::module_& m) {
 Args:
     layer: the layer's name (e.g. "blk.0.attn_q").
     x: floating tensor of the layer's inputs, on the device of earlier observations.)")
+      .def(
+          "observe",
+          [](Calibrator& c, const std::vector<std::string>& layers, const at::Tensor& x) {
+            py::gil_scoped_release release;
+            c.observe(layers, x);
+          },
+          py::arg("layers"), py::arg("x"),
+          R"(Adds the rows of x to the sums of every layer in `layers`, computing them once.
+
+Args:
+    layers: distinct names of layers that read the same input (e.g. blk.0.attn_q/k/v).
+    x: floating tensor [..., in_features], their common input.)")
       .def("__contains__", &Calibrator::contains, py::arg("layer"))
       .def("contains", &Calibrator::contains, py::arg("layer"))
       .def("stats", &Calibrator::stats, py::arg("layer"),

@@ -292,7 +292,7 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
     Returns:
         ExportReport with each tensor's format and bytes.
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     model, config = loaded.model, loaded.model.config
     if config.model_type not in GGUF_ARCH:
@@ -354,7 +354,8 @@ def export_gguf(loaded, path: str | os.PathLike, plan: dict[str, str] | str = "f
             writer.add_tensor(name, shape, _C.find_format(final).ggml_type)
             report.tensors.append(ExportedTensor(name, final, shape, _C.gguf.tensor_nbytes(_C.find_format(final).ggml_type, shape), requested))
 
-        for name, t, requested, final in tqdm(layout, desc="export", unit="tensor", disable=not progress):
+        for name, t, requested, final in progress_bar(layout, desc="export", unit="tensor",
+                                                      disable=not progress):
             if name in quantized:
                 data = quantized[name].codes.cpu()
             elif final == "f32":

@@ -123,3 +123,104 @@ def test_bad_input(tmp_path):
         mpq.Calibrator.load(str(tmp_path / "other.pt"))
     with pytest.raises(ValueError, match="accumulate_dtype"):
         mpq.CalibratorOptions(accumulate_dtype=torch.float16)
+
+
+def test_observing_several_layers_at_once_equals_observing_each():
+    torch.manual_seed(3)
+    x = torch.randn(3, 20, 24, dtype=torch.float64)
+    opts = mpq.CalibratorOptions(accumulate_dtype=torch.float64)
+    together, apart = mpq.Calibrator(opts), mpq.Calibrator(opts)
+    for chunk in x:
+        together.observe(["q", "k", "v"], chunk)
+        for name in ("q", "k", "v"):
+            apart.observe(name, chunk)
+    rows = x.reshape(-1, 24).numpy()
+    assert together.layers() == ["q", "k", "v"]
+    for name in ("q", "k", "v"):
+        a, b = together.stats(name), apart.stats(name)
+        np.testing.assert_allclose(a.xtx.numpy(), rows.T @ rows, rtol=1e-12)
+        np.testing.assert_allclose(a.sum_abs.numpy(), np.abs(rows).sum(0), rtol=1e-12)
+        np.testing.assert_array_equal(a.max_abs.numpy(), np.abs(rows).max(0))
+        for field in ("xtx", "sum_sq", "sum_abs", "max_abs", "imatrix_sum_sq"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (name, field)
+        assert (a.tokens, a.batches, a.imatrix_tokens) == (b.tokens, b.batches, b.imatrix_tokens) == (60, 3, 60)
+    # Each layer owns its sums: adding to one leaves the others alone.
+    together.observe("q", x[0])
+    assert together.stats("q").tokens == 80 and together.stats("k").tokens == 60
+    with pytest.raises(ValueError, match="named twice"):
+        together.observe(["q", "q"], x[0])
+    with pytest.raises(ValueError, match="no layer names"):
+        together.observe([], x[0])
+
+
+def test_without_abs_statistics(tmp_path):
+    cal = mpq.Calibrator(mpq.CalibratorOptions(collect_abs=False))
+    x = torch.randn(40, 6)
+    cal.observe("a", x)
+    s = cal.stats("a")
+    assert s.sum_abs is None and s.max_abs is None
+    np.testing.assert_allclose(s.sum_sq.numpy(), (x.double() ** 2).sum(0).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="collect_abs"):
+        s.mean_abs()
+    with pytest.raises(ValueError, match="collect_abs"):
+        mpq.make_expert("smoothquant").input_scale([mpq.ExpertLayer("a", torch.randn(3, 6), "int8")], s)
+    path = tmp_path / "stats.bin"
+    cal.save(str(path))
+    back = mpq.Calibrator.load(str(path))
+    assert not back.options.collect_abs and back.stats("a").sum_abs is None
+    assert torch.equal(back.stats("a").xtx, s.xtx) and torch.equal(back.stats("a").sum_sq, s.sum_sq)
+
+
+def test_calibrate_matches_independent_per_layer_sums(stories):
+    """mpq.models.calibrate observes q/k/v and gate/up together and takes the head's input from
+    the decoder alone (the head never runs); every layer's sums must still be those of its own
+    input, here captured by plain hooks on a full forward pass and summed in float64."""
+    model = stories.model
+    layers = dict(mpq.models.linear_layers(model))
+    layers["output"] = model.get_output_embeddings()
+    torch.manual_seed(4)
+    batches = [torch.randint(3, 512, (2, 64)) for _ in range(3)]
+    inputs = {name: [] for name in layers}
+    head_calls = []
+    handles = [m.register_forward_pre_hook(lambda mod, a, n=n: inputs[n].append(a[0].detach().double()))
+               for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            for ids in batches:
+                model(ids)
+    finally:
+        for h in handles:
+            h.remove()
+    probe = layers["output"].register_forward_pre_hook(lambda mod, a: head_calls.append(1))
+    try:
+        cal = mpq.models.calibrate(model, batches, layers=layers, progress=False)
+    finally:
+        probe.remove()
+    assert not head_calls, "calibration ran the output head"
+    assert set(cal.layers()) == set(layers)
+    for name, xs in inputs.items():
+        rows = torch.cat([x.reshape(-1, x.size(-1)) for x in xs]).numpy()
+        s = cal.stats(name)
+        assert (s.tokens, s.batches) == (rows.shape[0], 3), name
+        scale = np.abs(rows.T @ rows).max()
+        np.testing.assert_allclose(s.xtx.double().numpy(), rows.T @ rows, atol=1e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(s.sum_sq.double().numpy(), (rows ** 2).sum(0), rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(s.sum_abs.double().numpy(), np.abs(rows).sum(0), rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(s.max_abs.double().numpy(), np.abs(rows).max(0), rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [768, 1000, 1536])
+def test_wide_inputs_xtx_matches_float64_reference(dtype, width):
+    """Inputs of 768 columns and more take the blocked symmetric product on the CPU: every
+    block, mirrored ones included, must match the float64 reference."""
+    torch.manual_seed(width)
+    x = torch.randn(2, 90, width, dtype=dtype) + torch.linspace(-1, 1, width, dtype=dtype)
+    cal = mpq.Calibrator(mpq.CalibratorOptions(accumulate_dtype=dtype))
+    for chunk in x:
+        cal.observe("blk.0.ffn_down", chunk)
+    rows = x.reshape(-1, width).double().numpy()
+    ref = rows.T @ rows
+    got = cal.stats("blk.0.ffn_down").xtx
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert np.abs(got.double().numpy() - ref).max() <= tol * np.abs(ref).max()

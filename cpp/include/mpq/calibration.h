@@ -14,6 +14,10 @@ namespace mpq {
 struct CalibratorOptions {
   // Accumulate XᵀX (in_features² values per layer). Off: only the per-column statistics.
   bool collect_xtx = true;
+  // Accumulate Σ|x| and max|x| (AWQ's and SmoothQuant's statistics). Off: LayerStats.sum_abs
+  // and max_abs stay undefined and the pass saves two reductions over every input; the other
+  // experts (rtn, kquant, kquant_imatrix, gptq) need neither.
+  bool collect_abs = true;
   // Accumulation dtype of every sum: kFloat or kDouble. Inputs are converted to it first.
   at::ScalarType accumulate_dtype = at::kFloat;
 
@@ -28,8 +32,8 @@ constexpr int64_t kImatrixMinRows = 16;
 struct LayerStats {
   at::Tensor xtx;      // Σ x xᵀ [in, in]; undefined if not collected
   at::Tensor sum_sq;   // Σ x²   [in]
-  at::Tensor sum_abs;  // Σ |x|  [in]
-  at::Tensor max_abs;  // max |x| [in]
+  at::Tensor sum_abs;  // Σ |x|  [in]; undefined if not collected
+  at::Tensor max_abs;  // max |x| [in]; undefined if not collected
   int64_t tokens = 0;  // rows observed
   int64_t batches = 0; // observe() calls
   // llama-imatrix's sums: Σx² and row count over observations of at least kImatrixMinRows rows
@@ -56,6 +60,9 @@ class Calibrator {
   // Adds the rows of `x` ([..., in_features], floating, finite) to layer `layer`'s sums. Every
   // observation of one layer must have the same in_features and device.
   void observe(const std::string& layer, const at::Tensor& x);
+  // The same for every layer of `layers` (distinct names), from one computation of the batch's
+  // sums: the linears that read one input (q/k/v, gate/up) cost one observation, not three.
+  void observe(const std::vector<std::string>& layers, const at::Tensor& x);
 
   bool contains(const std::string& layer) const;
   // A snapshot of the layer's sums (tensors are copies). Throws ValueError for an unknown layer.

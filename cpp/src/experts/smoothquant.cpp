@@ -45,6 +45,8 @@ at::Tensor smoothquant_scale(const std::vector<at::Tensor>& weights, const at::T
 at::Tensor SmoothQuantExpert::input_scale(const std::vector<ExpertLayer>& layers,
                                           const LayerStats* stats) const {
   detail::check_stats(layers, stats, name());
+  MPQ_CHECK_VALUE(stats->max_abs.defined(), name(), ": ", layers[0].name,
+                  " needs max|x|; calibrate with collect_abs=True");
   std::vector<at::Tensor> w;
   for (const ExpertLayer& l : layers) w.push_back(l.weight);
   return smoothquant_scale(w, stats->max_abs, options_.alpha);

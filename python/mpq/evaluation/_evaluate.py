@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..data import windows
-from ._logits import is_gguf_path, is_llama, llama_logits, open_gguf, torch_logits
+from ._logits import is_gguf_path, is_llama, llama_logit_chunks, open_gguf, torch_logit_chunks
 
 PROTOCOLS = ("p1", "llama.cpp")
 LLAMA_CPP_WINDOW = 512  # llama-perplexity's default context
@@ -130,15 +130,15 @@ def _llama_window(model, protocol: str, window: int | None) -> int | None:
 
 
 def _logit_source(model, window: int, n_gpu_layers: int, n_threads: int | None):
-    """(LogitsFn, context or None, name) for a torch module, a GGUF path or a llama_cpp.Llama."""
+    """(LogitChunksFn, context or None, name) for a torch module, a GGUF path or a llama_cpp.Llama."""
     if isinstance(model, nn.Module):
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        return torch_logits(model), context, type(model).__name__
+        return torch_logit_chunks(model), context, type(model).__name__
     if is_gguf_path(model):
         llm = open_gguf(model, n_ctx=window, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
-        return llama_logits(llm), llm.n_ctx(), os.path.basename(os.fspath(model))
+        return llama_logit_chunks(llm), llm.n_ctx(), os.path.basename(os.fspath(model))
     if is_llama(model):
-        return llama_logits(model), model.n_ctx(), os.path.basename(model.model_path)
+        return llama_logit_chunks(model), model.n_ctx(), os.path.basename(model.model_path)
     raise TypeError(f"expected a torch model, a .gguf path or a llama_cpp.Llama, got {type(model).__name__}")
 
 
@@ -146,8 +146,8 @@ def _logit_source(model, window: int, n_gpu_layers: int, n_threads: int | None):
 
 def perplexity(model, tokens: torch.Tensor, *, protocol: str = "p1", window: int | None = None,
                bos_id: int | None = None, batch_size: int = 8, max_windows: int | None = None,
-               n_gpu_layers: int = 0, n_threads: int | None = None, progress: bool = True,
-               desc: str = "perplexity") -> Perplexity:
+               chunk_tokens: int = 256, n_gpu_layers: int = 0, n_threads: int | None = None,
+               progress: bool = True, desc: str = "perplexity") -> Perplexity:
     """Perplexity of a model on a token stream under a stated protocol (see the module docstring).
 
     Args:
@@ -163,26 +163,34 @@ def perplexity(model, tokens: torch.Tensor, *, protocol: str = "p1", window: int
             it as tokenizer.bos_id).
         batch_size: windows per forward pass (torch models).
         max_windows: cap on the number of windows (the first ones).
+        chunk_tokens: scored positions per output-head call and cross-entropy: the logits held
+            at once are chunk_tokens × vocab floats, whatever batch_size × window.
         n_gpu_layers, n_threads: for a GGUF file opened here.
         progress: show a progress bar.
 
     Returns:
         Perplexity: ppl, nll, tokens_scored, windows, window, protocol, description, seconds.
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     start = time.perf_counter()
     fn, context, _ = _logit_source(model, _llama_window(model, protocol, window), n_gpu_layers, n_threads)
     window = _check_protocol(protocol, window, bos_id, context)
     w, first = _scored_windows(tokens, protocol, window, bos_id, max_windows)
     total, count = 0.0, 0
-    for i in tqdm(range(0, w.size(0), batch_size), desc=desc, unit="batch", disable=not progress):
+    for i in progress_bar(range(0, w.size(0), batch_size), desc=desc, unit="batch", disable=not progress):
         ids = w[i:i + batch_size]
-        logits = fn(ids, first).float()
-        targets = ids[:, first + 1:].to(logits.device)
-        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                          reduction="none")
-        total += float(nll.double().sum())  # float64 sum: float32 drifts over 10⁵+ tokens
+        targets = ids[:, first + 1:].reshape(-1)
+        row = 0
+        for logits in fn(ids, first, chunk_tokens):
+            t = targets[row:row + logits.size(0)].to(logits.device)
+            nll = nn.functional.cross_entropy(logits, t, reduction="none")
+            total += float(nll.double().sum())  # float64 sum: float32 drifts over 10⁵+ tokens
+            row += logits.size(0)
+        if row != targets.numel():
+            raise AssertionError(f"{row} logits for {targets.numel()} scored tokens")  # a bug, not input
         count += targets.numel()
     nll = total / count
     return Perplexity(ppl=math.exp(nll), nll=nll, tokens_scored=count, windows=int(w.size(0)),
@@ -216,6 +224,24 @@ def gguf_perplexity(path: str | os.PathLike, text: str | os.PathLike | None = No
 
 # --- KL divergence -------------------------------------------------------------------------------
 
+def _paired(a, b):
+    """Blocks of rows of two logit streams, cut to the same rows (the two sources may chunk a
+    batch differently: a torch model across windows, llama.cpp window by window)."""
+    x = y = None
+    while True:
+        if x is None or x.size(0) == 0:
+            x = next(a, None)
+        if y is None or y.size(0) == 0:
+            y = next(b, None)
+        if x is None or y is None:
+            if x is not None or y is not None:
+                raise AssertionError("the two models gave logits for different numbers of tokens")
+            return
+        k = min(x.size(0), y.size(0))
+        yield x[:k], y[:k]
+        x, y = x[k:], y[k:]
+
+
 def _percentile(sorted_values: np.ndarray, fraction: float) -> float:
     # Linear interpolation between order statistics, as llama-perplexity's percentile().
     return float(np.percentile(sorted_values, 100.0 * fraction, method="linear"))
@@ -241,14 +267,17 @@ def kl_divergence(reference, candidate, tokens: torch.Tensor, *, protocol: str =
         tokens: 1-D token ids.
         protocol, window, bos_id, max_windows: as for perplexity(); default llama.cpp's protocol.
         batch_size: windows per forward pass.
-        chunk_tokens: positions per float64 softmax (memory: chunk_tokens × vocab × 8 bytes × 4).
+        chunk_tokens: positions per output-head call and float64 softmax (memory: chunk_tokens ×
+            vocab × 8 bytes × 4, whatever batch_size × window).
 
     Returns:
         KLDivergence (mean, its standard error, median, 90/99/99.9 percentiles, max, same-top
         fraction, RMS Δp, both perplexities, ...).
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     start = time.perf_counter()
     ref_fn, ref_ctx, _ = _logit_source(reference, _llama_window(reference, protocol, window), n_gpu_layers, n_threads)
     cand_fn, cand_ctx, _ = _logit_source(candidate, _llama_window(candidate, protocol, window), n_gpu_layers, n_threads)
@@ -259,26 +288,27 @@ def kl_divergence(reference, candidate, tokens: torch.Tensor, *, protocol: str =
     kls: list[np.ndarray] = []
     nll_p = nll_q = sum_dp2 = 0.0
     same = 0
-    for i in tqdm(range(0, w.size(0), batch_size), desc="kl divergence", unit="batch", disable=not progress):
+    for i in progress_bar(range(0, w.size(0), batch_size), desc="kl divergence", unit="batch",
+                          disable=not progress):
         ids = w[i:i + batch_size]
-        p_logits, q_logits = ref_fn(ids, first), cand_fn(ids, first)
-        if p_logits.size(-1) != q_logits.size(-1):
-            raise ValueError(f"the models' vocabularies differ: reference {p_logits.size(-1)} tokens, "
-                             f"candidate {q_logits.size(-1)}")
-        p_logits = p_logits.reshape(-1, p_logits.size(-1))
-        q_logits = q_logits.reshape(-1, q_logits.size(-1)).to(p_logits.device)
-        targets = ids[:, first + 1:].reshape(-1).to(p_logits.device)
-        for j in range(0, targets.numel(), chunk_tokens):
-            lp = torch.log_softmax(p_logits[j:j + chunk_tokens].double(), -1)
-            lq = torch.log_softmax(q_logits[j:j + chunk_tokens].double(), -1)
-            t = targets[j:j + chunk_tokens, None]
+        targets = ids[:, first + 1:].reshape(-1)
+        row = 0
+        for p_logits, q_logits in _paired(ref_fn(ids, first, chunk_tokens), cand_fn(ids, first, chunk_tokens)):
+            if p_logits.size(-1) != q_logits.size(-1):
+                raise ValueError(f"the models' vocabularies differ: reference {p_logits.size(-1)} tokens, "
+                                 f"candidate {q_logits.size(-1)}")
+            lp = torch.log_softmax(p_logits.double(), -1)
+            lq = torch.log_softmax(q_logits.to(p_logits.device).double(), -1)
+            t = targets[row:row + lp.size(0), None].to(lp.device)
+            row += lp.size(0)
             kls.append((lp.exp() * (lp - lq)).sum(-1).cpu().numpy())
             tp, tq = lp.gather(1, t).squeeze(1), lq.gather(1, t).squeeze(1)
             nll_p -= float(tp.sum())
             nll_q -= float(tq.sum())
             sum_dp2 += float((tq.exp() - tp.exp()).square().sum())
             same += int((lp.argmax(-1) == lq.argmax(-1)).sum())
-        del p_logits, q_logits
+        if row != targets.numel():
+            raise AssertionError(f"{row} logits for {targets.numel()} scored tokens")  # a bug, not input
     kl = np.sort(np.concatenate(kls))
     n = kl.size
     mean = float(kl.mean())

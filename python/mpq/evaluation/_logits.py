@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..models import logit_chunks
+
 # (windows [b, n], first) -> logits [b, n - 1 - first, vocab] at positions first .. n-2, the
 # predictions of tokens first+1 .. n-1.
 LogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
+# (windows [b, n], first, chunk) -> the same logits, float32, as blocks of at most `chunk` rows
+# [rows, vocab], window after window: what the evaluations consume, so that no full-vocabulary
+# tensor of a whole batch is ever held.
+LogitChunksFn = Callable[[torch.Tensor, int, int], Iterator[torch.Tensor]]
 
 
 def is_llama(obj) -> bool:
@@ -46,6 +52,24 @@ def torch_logits(model: nn.Module) -> LogitsFn:
         else:
             logits = model(ids).logits
         return logits[:, logits.size(1) - (n - first):-1]
+
+    return fn
+
+
+def torch_logit_chunks(model: nn.Module) -> LogitChunksFn:
+    """A LogitChunksFn for a torch causal LM: the decoder once per batch, the output head on
+    `chunk` scored positions at a time (mpq.models.logit_chunks)."""
+    return lambda ids, first, chunk: logit_chunks(model, ids, first, -1, chunk)
+
+
+def llama_logit_chunks(llm) -> LogitChunksFn:
+    """A LogitChunksFn for a llama_cpp.Llama opened with logits_all=True (one window at a time,
+    as llama_logits), each window's scores handed out `chunk` rows at a time."""
+    one = llama_logits(llm)
+
+    def fn(ids: torch.Tensor, first: int, chunk: int) -> Iterator[torch.Tensor]:
+        for row in ids:
+            yield from one(row[None], first)[0].split(chunk)
 
     return fn
 

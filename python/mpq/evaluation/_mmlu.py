@@ -207,7 +207,7 @@ def _torch_scores(model, prompts: list[list[int]], groups: list[list[int]], chai
     """
     import copy
 
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
 
     device = next(model.parameters()).device
@@ -215,7 +215,7 @@ def _torch_scores(model, prompts: list[list[int]], groups: list[list[int]], chai
     prefix_cache = prefix_cache and keep and forward_accepts(model, "past_key_values")
     k = len(chain) + 1  # positions read per prompt
     out = torch.empty(len(prompts), len(LETTERS))
-    bar = tqdm(total=len(prompts), desc="mmlu", unit="question", disable=not progress)
+    bar = progress_bar(total=len(prompts), desc="mmlu", unit="question", disable=not progress)
     with torch.no_grad():
         for group in groups:
             # At least one token of every prompt stays outside the cache, so logits are computed.
@@ -259,7 +259,7 @@ def _llama_scores(llm, prompts: list[list[int]], chain: list[int], letters, prog
     does; the chain's tokens are then evaluated one at a time."""
     import llama_cpp
     import numpy as np
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     n_vocab = llm.n_vocab()
 
@@ -269,7 +269,7 @@ def _llama_scores(llm, prompts: list[list[int]], chain: list[int], letters, prog
 
     out = torch.empty(len(prompts), len(LETTERS))
     prev: list[int] = []
-    for i, ids in enumerate(tqdm(prompts, desc="mmlu", unit="question", disable=not progress)):
+    for i, ids in enumerate(progress_bar(prompts, desc="mmlu", unit="question", disable=not progress)):
         common = 0
         for a, b in zip(prev, ids):
             if a != b:

@@ -9,7 +9,7 @@ import torch
 
 from .. import _build_info, _C
 from ._compare import compare
-from ._mixed import DEFAULT_FORMATS
+from ._mixed import DEFAULT_BPW, DEFAULT_FORMATS, QUICK, THOROUGH
 from ._quantize import quantize
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -95,35 +95,61 @@ def _ga_options(args):
     return _C.GaOptions(population=args.population, generations=args.generations, seed=args.seed)
 
 
+# Uniform-job sizes (`--format`): as before the mixed job became the default.
+_UNIFORM = {"calib_windows": 32, "window": None, "eval_windows": 40, "batch_size": 8,
+            "population": 20, "generations": 12}
+
+
+def _sizes(preset: dict) -> str:
+    return (f"{preset['calib_windows']} calibration windows of {preset['window']} tokens, "
+            f"{preset['eval_windows']} evaluation windows, a search of {preset['population']} x "
+            f"{preset['generations']} generations with KL fitness stages of "
+            f"{' then '.join(map(str, preset['kl_stages']))} windows")
+
+
 def _quantize_parser(sub, common) -> None:
     p = sub.add_parser(
         "quantize", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="quantize a model (one format, or mixed precision under a size budget)",
-        description="Uniform (--format): calibrate on a text, quantize every linear layer of the "
+        help="quantize a model: mixed precision under a size budget (default), or one format",
+        description=f"Mixed precision (the default; --target-bpw, default {DEFAULT_BPW}, or "
+                    "--compression): calibrate, measure what each (expert, format) option costs "
+                    "every tensor, search one option per tensor that meets the budget (genetic "
+                    "search, KL-divergence fitness), export the GGUF file (--out), score it "
+                    "(perplexity of the original and of the file, run by llama.cpp when "
+                    "llama-cpp-python is installed, and their KL divergence) and print a closing "
+                    f"table. Default sizes, quick (minutes on a 2-core CPU): {_sizes(QUICK)}; "
+                    f"--thorough: {_sizes(THOROUGH)}; any option given overrides either. "
+                    "Uniform (--format): calibrate on a text, quantize every linear layer of the "
                     "decoder blocks to one format (round-to-nearest), and report perplexity on "
-                    "held-out text before and after, with per-layer errors, as JSON. "
-                    "Mixed (--target-bpw or --compression): calibrate, measure what each "
-                    "(expert, format) option costs every tensor, search one option per tensor "
-                    "that meets the budget (genetic search, KL-divergence fitness), export the "
-                    "GGUF file (--out) and report perplexity before and after.")
-    p.add_argument("--format", default="int4_g32",
-                   help="quantization format: int<bits>[_g<group>][_sym], e.g. int8, int4_g128")
+                    "held-out text before and after, with per-layer errors, as JSON.")
+    p.set_defaults(calib_windows=None, population=None, generations=None)
+    p.add_argument("--thorough", action="store_true",
+                   help="the mixed job's thorough sizes (see above) instead of the quick ones")
+    p.add_argument("--format", default=None,
+                   help="one quantization format for every linear layer instead of mixed "
+                        "precision: int<bits>[_g<group>][_sym], e.g. int8, int4_g32")
     p.add_argument("--calib-stories", type=int, default=100,
                    help="TinyStories: stories reserved for calibration")
-    p.add_argument("--eval-windows", type=int, default=40,
-                   help="cap on evaluation windows (0: the whole held-out text)")
+    p.add_argument("--eval-windows", type=int, default=None,
+                   help="cap on evaluation windows (0: the whole held-out text; default: "
+                        f"{QUICK['eval_windows']}, --format: {_UNIFORM['eval_windows']})")
     p.add_argument("--window", type=int, default=None,
-                   help="tokens per window (default: the model's context, at most 2048)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+                   help=f"tokens per window (default: {QUICK['window']}, --thorough: "
+                        f"{THOROUGH['window']}, --format: the model's context, at most 2048)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"windows per forward pass (default: {QUICK['batch_size']}, "
+                        f"--format: {_UNIFORM['batch_size']})")
     p.add_argument("--mse-clip", action="store_true", help="search MSE-optimal clipping ranges")
     p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="model dtype")
     p.add_argument("--report", default="mpq_report.json", help="where to write the JSON report")
     mixed = p.add_argument_group("mixed precision")
     mixed.add_argument("--target-bpw", type=float, default=None,
-                       help="size budget in bits per weight, every tensor of the GGUF file counted")
+                       help="size budget in bits per weight, every tensor of the GGUF file "
+                            f"counted (default without --compression: {DEFAULT_BPW})")
     mixed.add_argument("--compression", type=float, default=None,
                        help="size budget as a fraction of the 16-bit file (0.25 = 4 bpw)")
-    mixed.add_argument("--out", default=None, help="GGUF file to write")
+    mixed.add_argument("--out", default="model.gguf",
+                       help="GGUF file to write (under a temporary name, renamed when complete)")
     mixed.add_argument("--formats", nargs="+", default=None,
                        help="llama.cpp formats to choose from (default: q2_k q3_k q4_k q5_k q6_k "
                             "q8_0 iq4_nl q5_0 f16)")
@@ -196,6 +222,28 @@ def _run_compare(args) -> int:
     return 0
 
 
+def closing_table(r: dict) -> str:
+    """The mixed job's closing lines: what was written, how good it is, what it cost."""
+    ev, res, sec = r["evaluation"], r["result"], r["seconds"]
+    lines = ["| file | size MiB | bpw | perplexity before | perplexity after | Δppl | KLD | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    path = r["gguf"]["path"] if "gguf" in r else "(not written)"
+    size = f"{r['gguf']['bytes'] / 2**20:.1f}" if "gguf" in r else f"{res['bytes'] / 2**20:.1f}"
+    bpw = r["gguf"]["bits_per_weight"] if "gguf" in r else res["bits_per_weight"]
+    if ev is not None:
+        kl = f"{ev['kl']['kl_mean']:.5f}" if ev.get("kl") else "n/a"
+        quality = (f"{ev['original']['ppl']:.4f} | {ev['mixed']['ppl']:.4f} | "
+                   f"{100 * ev['ppl_change']:+.2f}% | {kl}")
+    else:
+        quality = "n/a | n/a | n/a | n/a"
+    lines.append(f"| {path} | {size} | {bpw:.3f} | {quality} | {r['peak_rss_bytes'] / 2**20:.0f} |")
+    stages = [k for k in ("load", "calibration", "sensitivity", "search", "export", "evaluation")
+              if k in sec]
+    lines += ["", "| " + " | ".join(stages) + " | total |", "|" + "---|" * (len(stages) + 1),
+              "| " + " | ".join(f"{sec[k]:.1f} s" for k in stages) + f" | {sec['total']:.1f} s |"]
+    return "\n".join(lines)
+
+
 def _print_mixed(args, r) -> None:
     ev, res = r["evaluation"], r["result"]
     print(f"model      {r['model']['name']} ({r['model']['source']})")
@@ -203,11 +251,17 @@ def _print_mixed(args, r) -> None:
     print("options    " + ", ".join(f"{k} x{v}" for k, v in sorted(res["option_counts"].items())))
     print(f"search     {r['search']['fitness']} fitness, {r['search']['evaluations']} evaluations, "
           f"{r['seconds']['search']:.1f} s")
-    print(f"perplexity original {ev['original']['ppl']:.4f}   mixed {ev['mixed']['ppl']:.4f}"
-          f"   change {100 * ev['ppl_change']:+.2f}%")
-    if "gguf" in r:
-        print(f"gguf       {r['gguf']['path']} ({r['gguf']['bytes']:,} bytes, "
-              f"{r['gguf']['bits_per_weight']:.3f} bits/weight)")
+    cal = r["calibration"]
+    print(f"calibrated {cal['windows']} windows of {cal['window']} tokens ({cal['tokens']:,} tokens)")
+    if ev is not None:
+        where = ev.get("mixed_runtime", "torch")
+        print(f"evaluated  {ev['original']['tokens_scored']:,} tokens of {ev['text']}; after: {where}")
+    print()
+    print(closing_table(r))
+    if not getattr(args, "thorough", False):
+        print()
+        print(f"quick run; for a thorough one: python3 -m mpq quantize --thorough ({_sizes(THOROUGH)}), "
+              "or raise --calib-windows, --window, --eval-windows, --population, --generations")
 
 
 def _print_uniform(args, r) -> None:
@@ -223,16 +277,36 @@ def _print_uniform(args, r) -> None:
             print(f"  {name:20s} weight err {v['weight_rel_mse']:.3e}{extra}")
 
 
+def _fill_quantize_sizes(args) -> None:
+    """The sizes the user left out, from the uniform, quick or thorough preset."""
+    if args.format is not None and (args.target_bpw is not None or args.compression is not None):
+        raise ValueError("--format (one format everywhere) and a budget (--target-bpw, "
+                         "--compression: mixed precision) exclude each other")
+    preset = _UNIFORM if args.format is not None else (THOROUGH if args.thorough else QUICK)
+    if args.format is not None and args.thorough:
+        raise ValueError("--thorough sizes the mixed job; with --format give the sizes themselves")
+    for key, value in preset.items():
+        if getattr(args, key, None) is None and key in vars(args):
+            setattr(args, key, value)
+    args.kl_sequences, args.kl_stages = preset.get("kl_sequences"), preset.get("kl_stages")
+
+
 def _run_quantize(args) -> int:
     mixed = {"experts": args.experts, "formats": args.formats or DEFAULT_FORMATS,
              "fitness": args.fitness, "ga_options": _ga_options(args)}
+    if args.kl_stages is not None:
+        mixed.update(kl_sequences=args.kl_sequences, kl_stages=args.kl_stages)
+    if args.format is not None:
+        mixed, out = {}, None
+    else:
+        out = args.out
     r = quantize(args.model, tokenizer=args.tokenizer, format=args.format,
                  calib_text=args.calib_text, eval_text=args.eval_text,
                  calib_windows=args.calib_windows, calib_stories=args.calib_stories,
                  eval_windows=args.eval_windows, window=args.window, batch_size=args.batch_size,
                  mse_clip=args.mse_clip, device=args.device, dtype=_DTYPES[args.dtype],
                  report=args.report, progress=not args.quiet, target_bpw=args.target_bpw,
-                 compression=args.compression, out=args.out, **mixed)
+                 compression=args.compression, out=out, **mixed)
     (_print_mixed if "budget" in r else _print_uniform)(args, r)
     if args.report:
         print(f"report     {args.report}")
@@ -248,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     _compare_parser(sub, common)
     args = parser.parse_args(argv)
     try:
+        if args.command == "quantize":
+            _fill_quantize_sizes(args)
         _check_args(args)
         return _run_compare(args) if args.command == "compare" else _run_quantize(args)
     except (ValueError, FileNotFoundError, OSError) as e:

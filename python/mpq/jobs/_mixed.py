@@ -26,6 +26,46 @@ from ._common import load_texts, write_json
 DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0", "f16")
 DEFAULT_EXPERTS = ("kquant_imatrix",)
 
+# `mpq quantize` with no budget: 5 bits per weight, every tensor counted. On SmolLM2-135M the
+# smallest reachable file is about 4.2 bpw (its 576-wide rows fit no 256-block k-quant) and
+# llama.cpp's Q4_K_M is 6.17 bpw: 5.0 is a budget where the choice of tensors matters.
+DEFAULT_BPW = 5.0
+
+# The main job's sizes. QUICK is `mpq quantize`'s default: it finishes in minutes on a 2-core CPU
+# and still ranks plans by measured KL (short windows, a small population, cheap fitness stages
+# of 1 then 4 windows). THOROUGH (`--thorough`) is the run the benchmarks report.
+QUICK = {"calib_windows": 16, "window": 256, "eval_windows": 16, "batch_size": 4,
+         "population": 8, "generations": 4, "kl_sequences": 4, "kl_stages": (1, 4)}
+THOROUGH = {"calib_windows": 32, "window": 512, "eval_windows": 40, "batch_size": 4,
+            "population": 20, "generations": 12, "kl_sequences": 8, "kl_stages": (2, 8)}
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux and macOS report it in different units)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _perplexities(kl) -> tuple[dict, dict]:
+    """The two perplexities of a KL divergence measurement, as perplexity() reports them."""
+    import math
+
+    def one(ppl: float) -> dict:
+        return evaluate.Perplexity(ppl=ppl, nll=math.log(ppl), tokens_scored=kl.tokens_scored,
+                                   windows=kl.windows, window=kl.window, protocol=kl.protocol,
+                                   description=kl.description, seconds=kl.seconds).to_dict()
+
+    return one(kl.ppl_reference), one(kl.ppl_candidate)
+
 
 def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target_bpw: float | None = None,
                    target_bytes: int | None = None, compression: float | None = None,
@@ -35,7 +75,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                    kl_stages: tuple[int, ...] = (2, 8), calib_text: str | None = None,
                    eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
                    eval_windows: int | None = 40, batch_size: int = 4, device: str = "cpu",
-                   evaluate_model: bool = True, table: str | None = None,
+                   evaluate_model: bool = True, score_gguf: bool = True, table: str | None = None,
                    calibrator: "_C.Calibrator | None" = None,
                    report: str | None = None, progress: bool = True) -> dict:
     """The whole pipeline for one budget; returns the report (also written to `report`).
@@ -55,6 +95,10 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         calib_windows, window, eval_windows, batch_size: as in mpq.quantize.
         evaluate_model: measure perplexity before and after on the evaluation text (False skips it,
             e.g. when `mpq compare` measures the GGUF file itself).
+        score_gguf: with `out` and llama-cpp-python installed, "after" is the written GGUF file
+            run by llama.cpp, compared token by token with the torch original (perplexity of
+            both and KL divergence, the same windows: mpq.evaluation.kl_divergence); otherwise
+            the searched weights are scored in torch and no KL is reported.
         table: where to save the sensitivity table (mpq.CandidateTable.load reads it back).
         calibrator: statistics of the calibration windows already gathered (every linear and
             "output"), as build_candidates takes them; None: gathered here.
@@ -74,11 +118,21 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         raise ValueError(f"{calib_text}: too short for {calib_windows} calibration and "
                          f"{max(kl_stages)} fitness windows of {window} tokens")
 
+    t_load = time.perf_counter()
+    if calibrator is None:
+        layers = dict(model_lib.linear_layers(loaded.model))
+        layers["output"] = loaded.model.get_output_embeddings()
+        # The table's experts (no input transforms) read neither Σ|x| nor max|x|.
+        calibrator = model_lib.calibrate(
+            loaded.model, calib.split(batch_size), layers=layers, progress=progress,
+            calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
+    t_calib = time.perf_counter()
     labels = option_labels(experts, formats)
     cands = build_candidates(loaded.model, calib.split(batch_size), labels, calibrator=calibrator,
                              progress=progress)
     if table:
         cands.table.save(os.fspath(table))
+    calibrator = None  # its XᵀX sums (0.5 GB on SmolLM2) are not needed after the table
     t_sens = time.perf_counter()
     options = ga_options if ga_options is not None else _C.GaOptions()
     fit = None
@@ -98,14 +152,28 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
     ppl = lambda desc: evaluate.perplexity(loaded.model, eval_ids, window=window, batch_size=batch_size,
                                            max_windows=eval_windows or None, progress=progress,
                                            desc=desc).to_dict()
-    base = ppl("ppl original") if evaluate_model else None
+    in_llama_cpp = bool(evaluate_model and out and score_gguf and _llama_cpp_available())
+    base = ppl("ppl original") if evaluate_model and not in_llama_cpp else None
     genome = np.asarray(result.best)
+    quant = kl = None
+    t_export = t_search
     with cands.apply(loaded.model, genome):
-        quant = ppl("ppl mixed") if evaluate_model else None
+        if evaluate_model and not in_llama_cpp:
+            quant = ppl("ppl mixed")
+        t_export = time.perf_counter()
         if out:
             plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
             exported = export_gguf(loaded, out, plan, quantized=cands.tensors(genome),
                                    progress=progress)
+    t_exported = time.perf_counter()
+    if in_llama_cpp:
+        # The file itself, in the runtime that will run it, against the original in torch: the
+        # same windows feed both, and one pass gives both perplexities and the KL divergence.
+        kl = evaluate.kl_divergence(loaded.model, out, eval_ids, protocol="p1", window=window,
+                                    batch_size=batch_size, max_windows=eval_windows or None,
+                                    progress=progress)
+        base, quant = _perplexities(kl)
+    t_scored = time.perf_counter()
     plan = cands.plan(genome)
     counts: dict[str, int] = {}
     for label in plan.values():
@@ -120,9 +188,18 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         "result": {"bits_per_weight": result.bits_per_weight, "bytes": result.bytes,
                    "proxy": cands.table.proxy(genome), "option_counts": counts, "plan": plan},
         "evaluation": {"text": eval_text, "original": base, "mixed": quant,
-                       "ppl_change": quant["ppl"] / base["ppl"] - 1.0} if evaluate_model else None,
-        "seconds": {"sensitivity": t_sens - t0, "search": t_search - t_sens,
+                       "ppl_change": quant["ppl"] / base["ppl"] - 1.0,
+                       "mixed_runtime": "llama.cpp (the GGUF file)" if in_llama_cpp else "torch",
+                       "kl": kl.to_dict() if kl is not None else None} if evaluate_model else None,
+        "calibration": {"windows": int(calib.size(0)), "window": window,
+                        "tokens": int(calib.numel()), "fitness_windows": int(held.size(0))},
+        # Stages in order; "evaluation" covers both perplexity passes (and the KL divergence).
+        "seconds": {"load": t_load - t0, "calibration": t_calib - t_load,
+                    "sensitivity": t_sens - t_calib, "search": t_search - t_sens,
+                    "export": t_exported - t_export,
+                    "evaluation": (t_export - t_search) + (t_scored - t_exported),
                     "total": time.perf_counter() - t0},
+        "peak_rss_bytes": peak_rss_bytes(),
     }
     if out:
         rep["gguf"] = {"path": os.fspath(out), "bytes": os.path.getsize(out),

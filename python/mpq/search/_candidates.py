@@ -154,7 +154,7 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
     Returns:
         Candidates (the table and the quantized tensors behind it).
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     start = time.perf_counter()
     if not options:
@@ -174,7 +174,9 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
     if calibrator is None:
         layers = dict(model_lib.linear_layers(model))
         layers["output"] = head
-        calibrator = model_lib.calibrate(model, batches, layers=layers, progress=progress)
+        # The experts of the table (no input transforms) read neither Σ|x| nor max|x|.
+        calibrator = model_lib.calibrate(model, batches, layers=layers, progress=progress,
+                                         calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
     freq = _token_frequencies(batches, tensors["token_embd"].weight.shape[0])
 
     table = _C.CandidateTable(list(options))
@@ -182,8 +184,8 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
         table.add_tensor(name, module.weight.numel())
     table.set_fixed(*_fixed_tensors(model, tensors))
     out = Candidates(table)
-    for ti, (name, module) in enumerate(tqdm(list(tensors.items()), desc="sensitivity",
-                                             unit="tensor", disable=not progress)):
+    for ti, (name, module) in enumerate(progress_bar(list(tensors.items()), desc="sensitivity",
+                                                     unit="tensor", disable=not progress)):
         weight = module.weight.data
         stats_name = "output" if name == "token_embd" and tied else name
         stats = calibrator.stats(stats_name) if stats_name in calibrator.layers() else None

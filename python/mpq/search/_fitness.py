@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import models as model_lib
@@ -50,9 +49,8 @@ class KlFitness:
         self.swap = model_lib.WeightSwap(model_lib.weight_tensors(model))
         self.names = [candidates.table.tensor_name(i) for i in range(candidates.table.num_tensors)]
         self.applied = [-1] * len(self.names)  # option index now in each tensor; -1: original
-        with torch.no_grad():
-            self.reference = [F.log_softmax(model(ids.to(self.device)).logits.float(), -1)
-                              for ids in self.batches]
+        # Filled chunk by chunk: the batch's logits and their log_softmax are never held whole.
+        self.reference = [model_lib.log_probs(model, ids) for ids in self.batches]
         self.evaluations = 0
         self.seconds = 0.0
 
@@ -99,9 +97,7 @@ class KlFitness:
             take = min(ids.size(0), n - count // ids.size(1))
             if take <= 0:
                 break
-            lp = F.log_softmax(self.model(ids[:take].to(self.device)).logits.float(), -1)
-            r = ref[:take]
-            total += float((r.exp() * (r - lp)).sum(-1).double().sum())
+            total += model_lib.kl_sum(self.model, ids[:take], ref[:take])
             count += take * ids.size(1)
         return total / count
 
@@ -118,13 +114,13 @@ def measure_kl(candidates: Candidates, model: nn.Module, sequences: torch.Tensor
     """Fills the table's KL cells: the KL divergence of the model with only that tensor
     quantized with that option, on `sequences` (token ids [n, seq]). One forward pass per
     available cell, so `tensors` may restrict it (default: every tensor)."""
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     t = candidates.table
     rows = [t.tensor_index(n) for n in tensors] if tensors is not None else range(t.num_tensors)
     cells = [(i, o) for i in rows for o in range(t.num_options) if t.available(i, o)]
     with KlFitness(model, candidates, sequences) as judge:
-        for i, o in tqdm(cells, desc="KL per layer", unit="cell", disable=not progress):
+        for i, o in progress_bar(cells, desc="KL per layer", unit="cell", disable=not progress):
             judge.set_option(i, o)
             t.set_kl(i, o, judge.kl_current())
             judge.set_option(i, -1)

@@ -20,10 +20,10 @@ def search(candidates: Candidates, budget: "_C.Budget", *, fitness="proxy",
            options: "_C.GaOptions | None" = None, progress: bool = True) -> "_C.SearchResult":
     """Runs the genetic search with a progress bar. fitness: "proxy" (the table's additive
     proxy) or a callable (genomes [n, tensors], stage) -> list of floats, e.g. a KlFitness."""
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     options = options if options is not None else _C.GaOptions()
-    bar = tqdm(total=options.generations, desc="search", unit="gen", disable=not progress)
+    bar = progress_bar(total=options.generations, desc="search", unit="gen", disable=not progress)
 
     def report(gen, total, best, eta):
         bar.n = gen
