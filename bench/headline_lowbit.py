@@ -244,7 +244,9 @@ def main() -> None:
     cal = models.calibrate(loaded.model, calib.split(8), layers=layers, progress=False)
     im_path = st.path("imatrix.gguf")
     if not im_path.exists():
-        cal.imatrix(chunk_size=WINDOW, datasets=["wikitext2_raw_valid.txt"]).save(os.fspath(im_path))
+        # The output head's entry too (llama-imatrix --process-output): the table quantizes output
+        # with it, so the file rebuilds the same bytes, and llama-quantize's mixes get it as well.
+        cal.imatrix(chunk_size=WINDOW, datasets=["wikitext2_raw_valid.txt"], include_output=True).save(os.fspath(im_path))
     secs["calibration"] = time.perf_counter() - t
     log(f"calibration: {secs['calibration']:.0f} s")
 

@@ -110,3 +110,22 @@ def test_no_arguments_run_the_mixed_job_to_a_gguf_llama_cpp_loads(tmp_path):
     assert "\r" not in r.stderr
     assert any(line.startswith("calibrate: 2/2 batch") or line.startswith("calibrate: 1/1 batch")
                for line in r.stderr.splitlines()), r.stderr
+
+
+def test_default_options_take_the_iq_types_at_low_budgets():
+    """Below LOW_BIT_BPW the search's default options include llama.cpp's codebook formats (they
+    are the better options there); above it the k-quant defaults alone; every budget kind maps to
+    bits per weight the same way."""
+    from torch import nn
+
+    import mpq
+    from mpq.jobs import _mixed
+    from mpq.jobs import DEFAULT_FORMATS, LOW_BIT_FORMATS, default_formats
+
+    assert set(LOW_BIT_FORMATS) <= set(default_formats(3.0)) and default_formats(5.0) == DEFAULT_FORMATS
+    for name in LOW_BIT_FORMATS:
+        assert mpq.find_format(name).family == mpq.FormatFamily.GGML, name
+    model = nn.Linear(100, 10, bias=False)  # 1,000 weights
+    assert _mixed._budget_bpw(mpq.Budget("bpw", 3.0), model) == 3.0
+    assert _mixed._budget_bpw(mpq.Budget("compression", 0.25), model) == 4.0
+    assert _mixed._budget_bpw(mpq.Budget("bytes", 500.0), model) == 4.0

@@ -7,10 +7,11 @@ Layer: the top; imports from every layer below.
 from ._cli import main
 from ._common import Texts, default_texts, load_texts, write_json
 from ._compare import COLUMNS, CompareRow, compare, to_markdown
-from ._mixed import DEFAULT_EXPERTS, DEFAULT_FORMATS, quantize_mixed
+from ._mixed import DEFAULT_EXPERTS, DEFAULT_FORMATS, LOW_BIT_FORMATS, default_formats, quantize_mixed
 from ._quantize import layer_errors, quantize
 
 __all__ = [
-    "COLUMNS", "CompareRow", "DEFAULT_EXPERTS", "DEFAULT_FORMATS", "Texts", "compare", "default_texts",
+    "COLUMNS", "CompareRow", "DEFAULT_EXPERTS", "DEFAULT_FORMATS", "LOW_BIT_FORMATS", "Texts", "compare",
+    "default_formats", "default_texts",
     "layer_errors", "load_texts", "main", "quantize", "quantize_mixed", "to_markdown", "write_json",
 ]

@@ -9,7 +9,7 @@ import torch
 
 from .. import _build_info, _C
 from ._compare import compare
-from ._mixed import DEFAULT_BPW, DEFAULT_FORMATS, QUICK, THOROUGH
+from ._mixed import DEFAULT_BPW, DEFAULT_FORMATS, LOW_BIT_BPW, LOW_BIT_FORMATS, QUICK, THOROUGH
 from ._quantize import quantize
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -151,8 +151,8 @@ def _quantize_parser(sub, common) -> None:
     mixed.add_argument("--out", default="model.gguf",
                        help="GGUF file to write (under a temporary name, renamed when complete)")
     mixed.add_argument("--formats", nargs="+", default=None,
-                       help="llama.cpp formats to choose from (default: q2_k q3_k q4_k q5_k q6_k "
-                            "q8_0 iq4_nl q5_0 f16)")
+                       help="llama.cpp formats to choose from (default: " + " ".join(DEFAULT_FORMATS) +
+                            f"; below {LOW_BIT_BPW} bpw also " + " ".join(LOW_BIT_FORMATS) + ")")
     mixed.add_argument("--experts", nargs="+", default=["kquant_imatrix"],
                        help="experts to choose from (rtn, kquant, kquant_imatrix, gptq)")
 
@@ -292,7 +292,7 @@ def _fill_quantize_sizes(args) -> None:
 
 
 def _run_quantize(args) -> int:
-    mixed = {"experts": args.experts, "formats": args.formats or DEFAULT_FORMATS,
+    mixed = {"experts": args.experts, "formats": args.formats,
              "fitness": args.fitness, "ga_options": _ga_options(args)}
     if args.kl_stages is not None:
         mixed.update(kl_sequences=args.kl_sequences, kl_stages=args.kl_stages)

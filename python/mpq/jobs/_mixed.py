@@ -24,6 +24,24 @@ from ._common import load_texts, write_json
 # whole 256-blocks (SmolLM2's 576-wide layers, for one), and f16, its last resort for rows that
 # are not whole 32-blocks either (stories260K's 172-wide ffn_down).
 DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5_0", "f16")
+# llama.cpp's codebook formats join them below LOW_BIT_BPW: there they are the better options (on
+# Qwen2.5-Coder-1.5B's table the knapsack's proxy error is 31-43% lower with them at 3-4 bpw,
+# docs/BENCHMARKS.md); above it they are rarely chosen and their quantizers are the slow ones.
+LOW_BIT_FORMATS = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq4_xs")
+LOW_BIT_BPW = 4.5
+
+
+def default_formats(bpw: float) -> tuple[str, ...]:
+    """The options of a search whose budget is `bpw` bits per weight when none are given."""
+    return DEFAULT_FORMATS + (LOW_BIT_FORMATS if bpw < LOW_BIT_BPW else ())
+
+
+def _budget_bpw(budget: "_C.Budget", model) -> float:
+    if budget.kind == _C.BudgetKind.bpw:
+        return budget.value
+    if budget.kind == _C.BudgetKind.compression:
+        return 16.0 * budget.value
+    return 8.0 * budget.value / sum(p.numel() for p in model.parameters())
 DEFAULT_EXPERTS = ("kquant_imatrix",)
 
 # `mpq quantize` with no budget: 5 bits per weight, every tensor counted. On SmolLM2-135M the
@@ -70,7 +88,7 @@ def _perplexities(kl) -> tuple[dict, dict]:
 def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target_bpw: float | None = None,
                    target_bytes: int | None = None, compression: float | None = None,
                    out: str | None = None, tokenizer: str | None = None,
-                   experts=DEFAULT_EXPERTS, formats=DEFAULT_FORMATS, fitness: str = "kl",
+                   experts=DEFAULT_EXPERTS, formats=None, fitness: str = "kl",
                    ga_options: "_C.GaOptions | None" = None, kl_sequences: int = 8,
                    kl_stages: tuple[int, ...] = (2, 8), calib_text: str | None = None,
                    eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
@@ -86,7 +104,8 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         target_bpw / target_bytes / compression: the budget, exactly one (bits per weight and
             bytes count every tensor of the GGUF file; compression is relative to 16 bits).
         out: GGUF file to write (None: no export).
-        experts, formats: the options of every tensor (expert × format).
+        experts, formats: the options of every tensor (expert × format); formats None:
+            default_formats(the budget's bpw), the IQ types included below LOW_BIT_BPW.
         fitness: "kl" (KL divergence of the assembled model on calibration tokens, multi-fidelity
             over `kl_stages` sequences) or "proxy" (the additive proxy error).
         ga_options: mpq.GaOptions (population, generations, ...); its `survivors` are set from
@@ -127,6 +146,8 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
             loaded.model, calib.split(batch_size), layers=layers, progress=progress,
             calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
     t_calib = time.perf_counter()
+    if formats is None:
+        formats = default_formats(_budget_bpw(budget, loaded.model))
     labels = option_labels(experts, formats)
     cands = build_candidates(loaded.model, calib.split(batch_size), labels, calibrator=calibrator,
                              progress=progress)
