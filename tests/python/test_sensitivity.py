@@ -205,6 +205,12 @@ def test_quantize_mixed_exports_the_bytes_it_evaluated(tmp_path):
     types = {t.name: t.tensor_type.name.lower() for t in reader.tensors}
     for name, label in rep["result"]["plan"].items():
         assert types[f"{name}.weight"] == label.split(":")[1]
+    # The importance the imatrix experts used is recorded as llama-quantize records it: one entry
+    # per linear of SmolLM2's 30 blocks (7 each) and the tied output head's input.
+    field = lambda key: reader.fields[key].parts[reader.fields[key].data[0]]
+    assert int(field("quantize.imatrix.entries_count")[0]) == 30 * 7 + 1
+    assert int(field("quantize.imatrix.chunks_count")[0]) == 2
+    assert bytes(field("quantize.imatrix.dataset")).decode().endswith(".txt")
     assert rep["evaluation"]["mixed"]["ppl"] < 2 * rep["evaluation"]["original"]["ppl"]
     llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (scripts/setup.sh --tests)")
     # logits_all: without it llama-cpp-python writes no row of `scores`, and the check below

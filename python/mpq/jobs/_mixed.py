@@ -153,6 +153,10 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                              progress=progress)
     if table:
         cands.table.save(os.fspath(table))
+    # The importance the imatrix experts weighed by, for the file's quantize.imatrix.* keys (as
+    # llama-quantize records them): tools that read them can tell how the file was made.
+    imatrix = calibrator.imatrix(chunk_size=window, datasets=[os.path.basename(os.fspath(calib_text))],
+                                 include_output=True) if any("imatrix" in e for e in experts) else None
     calibrator = None  # its XᵀX sums (0.5 GB on SmolLM2) are not needed after the table
     t_sens = time.perf_counter()
     options = ga_options if ga_options is not None else _C.GaOptions()
@@ -184,7 +188,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         t_export = time.perf_counter()
         if out:
             plan = {f"{n}.weight": label.split(":")[1] for n, label in cands.plan(genome).items()}
-            exported = export_gguf(loaded, out, plan, quantized=cands.tensors(genome),
+            exported = export_gguf(loaded, out, plan, quantized=cands.tensors(genome), imatrix=imatrix,
                                    progress=progress)
     t_exported = time.perf_counter()
     if in_llama_cpp:
