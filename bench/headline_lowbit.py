@@ -267,8 +267,11 @@ def main() -> None:
             st.add({"tag": "f32", "method": "reference (F32)", **lc.score(lc.f32)})
 
     ref_job = pool.submit(reference)
-    mix_jobs = {m: pool.submit(lambda m=m: (f32_ready.wait(), lc.make_mix(m))[1]) for m in args.mixes
-                if f"mix-{m}" not in done}
+    # The mixes wait for the table: both are CPU-bound IQ quantizing (minutes per format on 16
+    # cores), and the table gates every search while the mixes can finish during them.
+    table_done = threading.Event()
+    mix_jobs = {m: pool.submit(lambda m=m: (f32_ready.wait(), table_done.wait(), lc.make_mix(m))[2])
+                for m in args.mixes if f"mix-{m}" not in done}
     to_score: queue.Queue = queue.Queue()
 
     def scorer() -> None:
@@ -290,13 +293,16 @@ def main() -> None:
     # 3. The table.
     t = time.perf_counter()
     labels = search.option_labels(["kquant_imatrix"], args.formats)
-    saved = st.path("candidates")
-    if (saved / "tensors.pt").exists() and \
-            list(mpq.CandidateTable.load(os.fspath(saved / "table.json")).options) == labels:
-        cands = search.Candidates.load(saved)  # a restarted run: the quantizing is the long part
-    else:
-        cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal, progress=False)
-        cands.save(saved)
+    try:
+        saved = st.path("candidates")
+        if (saved / "tensors.pt").exists() and \
+                list(mpq.CandidateTable.load(os.fspath(saved / "table.json")).options) == labels:
+            cands = search.Candidates.load(saved)  # a restarted run: the quantizing is the long part
+        else:
+            cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal, progress=False)
+            cands.save(saved)
+    finally:
+        table_done.set()  # the mixes go on even if the table failed
     table = cands.table
     table.save(os.fspath(st.path("table.json")))
     secs["table"] = time.perf_counter() - t
