@@ -129,3 +129,19 @@ def test_default_options_take_the_iq_types_at_low_budgets():
     assert _mixed._budget_bpw(mpq.Budget("bpw", 3.0), model) == 3.0
     assert _mixed._budget_bpw(mpq.Budget("compression", 0.25), model) == 4.0
     assert _mixed._budget_bpw(mpq.Budget("bytes", 500.0), model) == 4.0
+
+
+def test_each_command_keeps_its_own_default_sizes():
+    """quantize and compare share their common arguments (one parent parser); a size left out is
+    filled per command, so quantize's presets never leak into compare or back."""
+    from mpq.jobs._cli import _COMPARE, parse_args
+    from mpq.jobs._mixed import QUICK, THOROUGH
+
+    for command in (["compare"], ["quantize"], ["compare"]):  # order: a leak would show on the second compare
+        args = parse_args(command)
+        want = _COMPARE if command == ["compare"] else QUICK
+        for key in ("calib_windows", "population", "generations"):
+            assert getattr(args, key) == want[key], (command, key)
+    assert parse_args(["quantize", "--thorough"]).generations == THOROUGH["generations"]
+    assert parse_args(["compare", "--generations", "3"]).generations == 3
+    assert parse_args(["quantize", "--population", "7"]).population == 7

@@ -13,6 +13,8 @@ from ._mixed import DEFAULT_BPW, DEFAULT_FORMATS, LOW_BIT_BPW, LOW_BIT_FORMATS, 
 from ._quantize import quantize
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The compare command's sizes (quantize's come from the QUICK / THOROUGH / _UNIFORM presets).
+_COMPARE = {"calib_windows": 32, "population": 20, "generations": 12}
 
 
 def _common_parser() -> argparse.ArgumentParser:
@@ -28,15 +30,23 @@ def _common_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-text", default=None,
                    help="held-out evaluation text (default: TinyStories stories not used for "
                         "calibration, WikiText-2 test otherwise)")
-    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows")
+    # Sizes default to None here and are filled per command (_fill_sizes): argparse shares a
+    # parent's actions between subparsers, so a set_defaults on one command would change the other.
+    p.add_argument("--calib-windows", type=int, default=None,
+                   help=f"calibration windows (default: compare {_COMPARE['calib_windows']}, "
+                        "quantize: its preset)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="device of the torch side (cpu, cuda, cuda:1, mps)")
     search = p.add_argument_group("search")
     search.add_argument("--fitness", default="kl", choices=["kl", "proxy"],
                         help="search fitness: KL divergence of the assembled model on calibration "
                              "tokens, or the additive proxy error (fast)")
-    search.add_argument("--population", type=int, default=20, help="genetic search population")
-    search.add_argument("--generations", type=int, default=12, help="genetic search generations")
+    search.add_argument("--population", type=int, default=None,
+                        help=f"genetic search population (default: compare {_COMPARE['population']}, "
+                             "quantize: its preset)")
+    search.add_argument("--generations", type=int, default=None,
+                        help=f"genetic search generations (default: compare {_COMPARE['generations']}, "
+                             "quantize: its preset)")
     search.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="print per-layer / per-category details")
@@ -122,7 +132,6 @@ def _quantize_parser(sub, common) -> None:
                     "Uniform (--format): calibrate on a text, quantize every linear layer of the "
                     "decoder blocks to one format (round-to-nearest), and report perplexity on "
                     "held-out text before and after, with per-layer errors, as JSON.")
-    p.set_defaults(calib_windows=None, population=None, generations=None)
     p.add_argument("--thorough", action="store_true",
                    help="the mixed job's thorough sizes (see above) instead of the quick ones")
     p.add_argument("--format", default=None,
@@ -277,8 +286,13 @@ def _print_uniform(args, r) -> None:
             print(f"  {name:20s} weight err {v['weight_rel_mse']:.3e}{extra}")
 
 
-def _fill_quantize_sizes(args) -> None:
-    """The sizes the user left out, from the uniform, quick or thorough preset."""
+def _fill_sizes(args) -> None:
+    """The sizes the user left out: compare's own, or quantize's uniform, quick or thorough preset."""
+    if args.command == "compare":
+        for key, value in _COMPARE.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        return
     if args.format is not None and (args.target_bpw is not None or args.compression is not None):
         raise ValueError("--format (one format everywhere) and a budget (--target-bpw, "
                          "--compression: mixed precision) exclude each other")
@@ -313,7 +327,8 @@ def _run_quantize(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the commands read it: parsed, with the sizes the user left out filled."""
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision post-training quantization of LLMs.")
     parser.add_argument("--version", action="version", version=f"mpq {_build_info.MPQ_VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -321,9 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     _quantize_parser(sub, common)
     _compare_parser(sub, common)
     args = parser.parse_args(argv)
+    _fill_sizes(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        if args.command == "quantize":
-            _fill_quantize_sizes(args)
+        args = parse_args(argv)
         _check_args(args)
         return _run_compare(args) if args.command == "compare" else _run_quantize(args)
     except (ValueError, FileNotFoundError, OSError) as e:
