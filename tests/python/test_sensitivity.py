@@ -82,6 +82,39 @@ def test_kl_fitness_matches_direct_computation(stories, windows, cands):
         assert torch.equal(F.log_softmax(model(seqs).logits.double(), -1), ref)
 
 
+def test_kl_fitness_from_block_states_equals_the_full_forward(stories, windows, cands):
+    """A plan run from its first changed block on the states a relative left there has the full
+    forward pass's KL (the same blocks on the same inputs with the same weights: equal to the
+    bit), whatever changed (a late block, an early one, the embedding, the head, nothing), on
+    both stages; and it runs fewer blocks."""
+    model, t = stories.model, cands.table
+    rng = np.random.default_rng(1)
+
+    def options(i):
+        return [o for o in range(t.num_options) if t.available(i, o)]
+
+    plans = [np.array([rng.choice(options(i)) for i in range(t.num_tensors)], dtype=np.int32)]
+    names = [t.tensor_name(i) for i in range(t.num_tensors)]
+    assert "token_embd" in names and names[-1].startswith("blk.4.")  # tied head: token_embd is it
+    for name in ("blk.4.ffn_down", "blk.1.attn_q", "token_embd", "blk.3.attn_v", "blk.4.attn_k"):
+        g, i = plans[-1].copy(), t.tensor_index(name)
+        g[i] = next(o for o in options(i) if o != g[i])
+        plans.append(g)
+    plans += [plans[2], plans[-1]]  # judged before: nothing to run
+    seqs = windows[8:16]
+    calls = [(g, stage) for g in plans for stage in (0, 1)]
+    with fitness.KlFitness(model, cands, seqs, stages=[2, 8], batch_size=2, state_bytes=0) as full:
+        want = [full(g[None], stage)[0] for g, stage in calls]
+    with fitness.KlFitness(model, cands, seqs, stages=[2, 8], batch_size=2) as cached:
+        got = [cached(g[None], stage)[0] for g, stage in calls]
+        assert len(cached.states.entries) == len(plans) - 2  # one per distinct plan
+    assert got == want
+    assert cached.blocks_run < 0.6 * full.blocks_run, (cached.blocks_run, full.blocks_run)
+    with fitness.KlFitness(model, cands, seqs, stages=[2, 8], batch_size=2, state_bytes=1) as tight:
+        assert [tight(g[None], stage)[0] for g, stage in calls] == want  # one entry kept at a time
+        assert len(tight.states.entries) == 1
+
+
 def test_kl_fitness_with_llama_cpp_activations(stories, windows):
     """The fitness can judge a plan as llama.cpp computes it: each tensor's input rounded for its
     format (Q8_0 for q4_0; fp16 for f16), the reference still the float model."""

@@ -8,7 +8,7 @@ time, so that peak memory does not grow with batch × window × vocabulary.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,17 @@ def logit_chunks(model: nn.Module, ids: torch.Tensor, start: int = 0, stop: int 
             yield from logits.float().split(chunk)
         return
     decoder, head = split
-    hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state[:, start:stop]
+    yield from head_logits(head, decoder(input_ids=ids, use_cache=False).last_hidden_state,
+                           start, stop, chunk)
+
+
+def head_logits(head: nn.Module, hidden: torch.Tensor, start: int = 0, stop: int | None = -1,
+                chunk: int = CHUNK_TOKENS) -> Iterator[torch.Tensor]:
+    """head's float32 logits for the final hidden states [b, n, d] (the decoder's output, after
+    its final norm) at positions start:stop, as logit_chunks gives them."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 position, got {chunk}")
+    hidden = hidden[:, start:stop]
     for h in hidden.reshape(-1, hidden.size(-1)).split(chunk):
         yield head(h).float()
 
@@ -77,9 +87,14 @@ def kl_sum(model: nn.Module, ids: torch.Tensor, reference: torch.Tensor,
     """Σ over every position of `ids` [b, n] of KL(reference ‖ model) of the next-token
     distributions, `reference` the log-probabilities [b, n, vocab] (log_probs of the original):
     each position's sum over the vocabulary in float32, the sum over positions in float64."""
+    return kl_sum_logits(logit_chunks(model, ids, 0, None, chunk), reference)
+
+
+def kl_sum_logits(chunks: Iterable[torch.Tensor], reference: torch.Tensor) -> float:
+    """kl_sum of logits given as chunks of rows (logit_chunks or head_logits of every position)."""
     ref = reference.reshape(-1, reference.size(-1))
     total, row = 0.0, 0
-    for logits in logit_chunks(model, ids, 0, None, chunk):
+    for logits in chunks:
         r = ref[row:row + logits.size(0)]
         lp = F.log_softmax(logits, -1)
         total += float((r.exp() * (r - lp)).sum(-1).double().sum())

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import _C
-from ..models import BLOCK_LINEARS, INPUT_GROUPS, block_store
+from ..models import BLOCK_LINEARS, INPUT_GROUPS, block_inputs, block_store, decoder_layers, run_block
 from ._experts import make_expert
 
 # Groups of layers that read one input, in execution order: (llama.cpp roles, HF module paths,
@@ -60,51 +60,6 @@ def _submodule(block: nn.Module, path: str) -> nn.Module | None:
     return m
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__}: expected a Llama/Qwen-style model with "
-                         "model.layers (decoder blocks)")
-    return layers
-
-
-class _Stop(Exception):
-    pass
-
-
-@torch.no_grad()
-def _block_inputs(model: nn.Module, batches: list[torch.Tensor], device) -> tuple[list, list]:
-    """Runs the embeddings on every batch; returns block 0's hidden states and the keyword
-    arguments (position embeddings, masks) each block call gets."""
-    layers = _decoder_layers(model)
-    hidden, kwargs_list = [], []
-
-    def grab(module, args, kwargs):
-        hidden.append(args[0] if args else kwargs.pop("hidden_states"))
-        kwargs_list.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
-        raise _Stop
-
-    handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        for ids in batches:
-            try:
-                model(ids.to(device), use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return hidden, kwargs_list
-
-
-def _run_block(block: nn.Module, hidden: list, kwargs_list: list) -> list:
-    out = []
-    for h, kw in zip(hidden, kwargs_list):
-        y = block(h, **kw)
-        out.append(y[0] if isinstance(y, tuple) else y)
-    return out
-
-
 def _collect(block: nn.Module, paths: dict[str, str], hidden: list, kwargs_list: list,
              xtx: bool = True) -> _C.Calibrator:
     """Statistics of the inputs of the layers in `paths` (name -> module path) over all batches."""
@@ -115,7 +70,7 @@ def _collect(block: nn.Module, paths: dict[str, str], hidden: list, kwargs_list:
             cal.observe(name, args[0].detach())
         handles.append(_submodule(block, path).register_forward_pre_hook(hook))
     try:
-        _run_block(block, hidden, kwargs_list)
+        run_block(block, hidden, kwargs_list)
     finally:
         for h in handles:
             h.remove()
@@ -185,7 +140,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
     from .._progress import progress_bar
 
     start = time.perf_counter()
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     names = [f"blk.{i}.{role}" for i in range(len(layers)) for roles, _ in INPUT_GROUPS
@@ -215,7 +170,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
             layers.to("cpu")
     else:
         model.to(device)
-    hidden, kwargs_list = _block_inputs(model, batches, device)
+    hidden, kwargs_list = block_inputs(model, batches, device)
     result = SequentialResult()
     for i in progress_bar(range(len(layers)), desc="quantize blocks", unit="block",
                   disable=not progress):
@@ -231,7 +186,7 @@ def quantize_sequential(model: nn.Module, batches: Iterable[torch.Tensor], plan=
         _fold_transforms(block, groups, choices, experts, hidden, kwargs_list, result)
         for members, producer in groups:
             _quantize_group(block, members, choices, experts, hidden, kwargs_list, result)
-        hidden = _run_block(block, hidden, kwargs_list)
+        hidden = run_block(block, hidden, kwargs_list)
         if store is not None:
             store.release_block(block)
         elif offload:
