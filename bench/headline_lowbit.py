@@ -367,17 +367,18 @@ def main() -> None:
         return args.deadline is not None and time.time() > args.deadline and \
             any(k.startswith("ga-") for k in secs)
 
+    # The knapsack rows first: they take seconds, and each GA row needs its knapsack row beside it.
     for b in args.budgets:
-        if late():
-            log(f"budget {b}: skipped (deadline)")
-            continue
-        budget = mpq.Budget("bpw", b)
         if f"knapsack-{b}" not in done:
             t = time.perf_counter()
-            k = mpq.knapsack(table, budget)
+            k = mpq.knapsack(table, mpq.Budget("bpw", b))
             export(f"knapsack-{b}", np.asarray(k.genome), {"method": "knapsack (proxy)", "budget": b,
                                                            "search_seconds": round(time.perf_counter() - t, 1)})
-        ga(f"ga-kl-{b}", budget, {"method": "GA (KL)", "budget": b})
+    for b in args.budgets:
+        if late():
+            log(f"GA at {b} bpw: skipped (deadline)")
+            continue
+        ga(f"ga-kl-{b}", mpq.Budget("bpw", b), {"method": "GA (KL)", "budget": b})
     for m in args.at_mixes:
         path = st.path("gguf", f"mix-{m}.gguf")  # renamed into place when complete
         if late() or not path.exists():

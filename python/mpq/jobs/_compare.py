@@ -80,14 +80,12 @@ def to_markdown(rows: list[CompareRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tensor_bpw(path: str) -> dict[str, float]:
-    """GGUF tensor name -> bits per weight, for the 2-D tensors of a file (model order)."""
-    reader = _C.gguf.Reader(path)
-    out = {}
-    for t in reader.tensors:
-        if len(t.shape) == 2:
-            out[t.name] = 8.0 * int(t.nbytes) / (int(t.shape[0]) * int(t.shape[1]))
-    return out
+def _tensor_formats(path: str) -> dict[str, str]:
+    """GGUF tensor name -> format name, for the 2-D tensors of a file (model order)."""
+    by_type = {_C.find_format(f).ggml_type: f for f in _C.list_formats()
+               if _C.find_format(f).family == _C.FormatFamily.GGML}
+    return {t.name: by_type.get(int(t.type), f"type {int(t.type)}") for t in _C.gguf.Reader(path).tensors
+            if len(t.shape) == 2}
 
 
 def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
@@ -206,9 +204,9 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
 
     pictures = {"size_vs_ppl": plots.size_vs_quality(
         [{"label": r.label, "bpw": r.bpw, "ppl": r.ppl} for r in rows], out / "size_vs_ppl.png")}
-    allocations = {r.label: _tensor_bpw(r.path) for r in rows if r.kind in ("uniform", "mixed")}
+    allocations = {r.label: _tensor_formats(r.path) for r in rows if r.kind in ("uniform", "mixed")}
     if allocations:
-        pictures["bit_allocation"] = plots.tensor_allocation(allocations, out / "bit_allocation.png")
+        pictures["bit_allocation"] = plots.format_grid(allocations, out / "bit_allocation.png")
     if table_path is not None:
         pictures["sensitivity"] = plots.sensitivity_heatmap(_C.CandidateTable.load(str(table_path)),
                                                             out / "sensitivity.png")
