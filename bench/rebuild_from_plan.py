@@ -2,8 +2,8 @@
 CPU, and checks that it is the very file the run scored: same sha256 as its row in rows.jsonl.
 Quantization is deterministic, so the plan and the imatrix are the whole file.
 
-    python bench/rebuild_from_plan.py --state docs/results/headline_qwen --imatrix /tmp/hl/imatrix.gguf \
-        --tag ga-kl-3.12 --out /tmp/rebuilt.gguf
+    python bench/rebuild_from_plan.py --state docs/results/headline_qwen \
+        --imatrix docs/results/headline_qwen/imatrix.gguf --tag ga-kl-3.12 --out /tmp/rebuilt.gguf
 
 The headline's files carry no quantize.imatrix.* keys (export_gguf was given the evaluated
 tensors, not the imatrix), so the tensors are quantized here and handed over the same way.
