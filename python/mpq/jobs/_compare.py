@@ -26,6 +26,7 @@ from .. import _C, data, export
 from .. import evaluation as evaluate
 from .. import models as model_lib
 from ..evaluation import gguf_file_stats
+from ..quant import gguf_formats
 from . import _plots as plots
 from ._common import load_texts, write_json
 from ._mixed import quantize_mixed
@@ -78,14 +79,6 @@ def to_markdown(rows: list[CompareRow]) -> str:
                  _fmt(None if r.mmlu is None else 100 * r.mmlu, ".1f") + ("%" if r.mmlu is not None else "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _tensor_formats(path: str) -> dict[str, str]:
-    """GGUF tensor name -> format name, for the 2-D tensors of a file (model order)."""
-    by_type = {_C.find_format(f).ggml_type: f for f in _C.list_formats()
-               if _C.find_format(f).family == _C.FormatFamily.GGML}
-    return {t.name: by_type.get(int(t.type), f"type {int(t.type)}") for t in _C.gguf.Reader(path).tensors
-            if len(t.shape) == 2}
 
 
 def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
@@ -204,7 +197,7 @@ def compare(model: str | os.PathLike | None = None, *, ggufs: list[str] = (),
 
     pictures = {"size_vs_ppl": plots.size_vs_quality(
         [{"label": r.label, "bpw": r.bpw, "ppl": r.ppl} for r in rows], out / "size_vs_ppl.png")}
-    allocations = {r.label: _tensor_formats(r.path) for r in rows if r.kind in ("uniform", "mixed")}
+    allocations = {r.label: gguf_formats(r.path) for r in rows if r.kind in ("uniform", "mixed")}
     if allocations:
         pictures["bit_allocation"] = plots.format_grid(allocations, out / "bit_allocation.png")
     if table_path is not None:

@@ -114,15 +114,14 @@ def _place_labels(fig, ax, items) -> None:
         taken.append(_Box(px - 4, py - 4, px + 4, py + 4))
     offsets = [(dx, dy) for r in (6, 14, 24, 36, 50) for dx, dy in
                ((r, r), (r, -r), (-r, r), (-r, -r), (r, 0), (-r, 0), (0, r), (0, -r))]
+    inside = ax.get_window_extent(renderer)
     for x, y, text in sorted(items):
-        px, py = ax.transData.transform((x, y))
         for dx, dy in offsets:
             t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset pixels", fontsize=6.5,
                             ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
                             arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5") if max(abs(dx), abs(dy)) > 6 else None)
             bb = t.get_window_extent(renderer)
             box = _Box(bb.x0 - pad, bb.y0 - pad, bb.x1 + pad, bb.y1 + pad)
-            inside = ax.get_window_extent(renderer)
             if not any(box.overlaps(o) for o in taken) and inside.x0 <= box.x0 and box.x1 <= inside.x1 \
                     and inside.y0 <= box.y0 and box.y1 <= inside.y1:
                 taken.append(box)
@@ -167,7 +166,7 @@ def format_grid(plans: dict[str, dict[str, str]], path, *,
             return 1 + int(parts[1]), cols.index(parts[2])
         return (0, cols.index(parts[0])) if parts[0] in _OUTSIDE else None
 
-    cells = {label: {cell(n): f for n, f in plan.items() if cell(n) is not None} for label, plan in plans.items()}
+    cells = {label: {rc: f for n, f in plan.items() if (rc := cell(n)) is not None} for label, plan in plans.items()}
     formats = sorted({f for c in cells.values() for f in c.values()}, key=lambda f: (bpw(f), f))
     index = {f: i for i, f in enumerate(formats)}
     layers = max((r for c in cells.values() for r, _ in c), default=0)
