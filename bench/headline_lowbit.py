@@ -203,6 +203,10 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--offspring", type=int, default=32)
     ap.add_argument("--generations", type=int, default=60)
+    ap.add_argument("--search-seconds", type=float, default=None,
+                    help="end each GA after the 10 generations in which this time is passed")
+    ap.add_argument("--tag-suffix", default="", help="appended to the GA rows' tags (a second setting)")
+    ap.add_argument("--state-gib", type=float, default=1.0, help="the KL fitness's block states (GiB)")
     ap.add_argument("--chunks", type=int, default=64, help="llama-perplexity chunks of 512 tokens")
     ap.add_argument("--torch-windows", type=int, default=None, help="torch perplexity windows (default --chunks)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -294,13 +298,9 @@ def main() -> None:
     t = time.perf_counter()
     labels = search.option_labels(["kquant_imatrix"], args.formats)
     try:
-        saved = st.path("candidates")
-        if (saved / "tensors.pt").exists() and \
-                list(mpq.CandidateTable.load(os.fspath(saved / "table.json")).options) == labels:
-            cands = search.Candidates.load(saved)  # a restarted run: the quantizing is the long part
-        else:
-            cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal, progress=False)
-            cands.save(saved)
+        # A restarted run reads the rows already quantized (the long part) from the folder.
+        cands = search.build_candidates(loaded.model, calib.split(8), labels, calibrator=cal,
+                                        folder=st.path(f"candidates-{len(labels)}"), progress=False)
     finally:
         table_done.set()  # the mixes go on even if the table failed
     table = cands.table
@@ -318,7 +318,8 @@ def main() -> None:
 
     meta["device_dequant"] = check_device_dequant(cands, args.device)
     st.path("meta.json").write_text(json.dumps(meta, indent=1))
-    judge = search.KlFitness(loaded.model, cands, held, stages=args.stages, batch_size=4)
+    judge = search.KlFitness(loaded.model, cands, held, stages=args.stages, batch_size=4,
+                             state_bytes=int(args.state_gib * 2**30))
     torch_windows = args.torch_windows or args.chunks
 
     def torch_ppl(genome) -> dict:
@@ -349,18 +350,35 @@ def main() -> None:
     # 4. The searches: knapsack and GA-KL at each budget; then, while time is left, GA-KL at the
     # exact size of each llama.cpp mix already made (the fairest comparison: same bytes).
     def ga(tag: str, budget, extra: dict) -> None:
+        tag += args.tag_suffix
         if tag in done:
             return
         opts = mpq.GaOptions(population=args.population, offspring=args.offspring, generations=args.generations)
         opts.survivors = [args.offspring] + [max(2, args.offspring // 4 ** i) for i in range(1, len(args.stages))]
         opts.checkpoint = os.fspath(st.path(f"{tag}.ckpt"))
-        opts.resume = os.path.exists(opts.checkpoint)
+        opts.resume = True  # from the checkpoint when there is one
         t = time.perf_counter()
-        r = search.search(cands, budget, fitness=judge, options=opts, progress=False)
+        judged, applying = judge.seconds, judge.apply_seconds
+        # Within --search-seconds: the search runs in steps of 10 generations, each resumed from
+        # the last one's checkpoint (the same course as one run of as many generations), and
+        # ends after the step in which the time is up.
+        step = 10 if args.search_seconds else args.generations
+        gens = min(step, args.generations)
+        while True:
+            opts.generations = gens
+            r = search.search(cands, budget, fitness=judge, options=opts, progress=False)
+            if gens >= args.generations or (args.search_seconds and time.perf_counter() - t > args.search_seconds):
+                break
+            gens = min(gens + step, args.generations)
         judge.restore()
         secs[tag] = time.perf_counter() - t
-        log(f"{tag}: {secs[tag]:.0f} s, {r.evaluations} evaluations, KL {r.fitness:.4f}")
+        log(f"{tag}: {secs[tag]:.0f} s, {gens} generations, {r.evaluations} evaluations, KL {r.fitness:.4f}; "
+            f"fitness {judge.seconds - judged:.0f} s, of which applying plans {judge.apply_seconds - applying:.0f} s")
         export(tag, np.asarray(r.best), {**extra, "search_seconds": round(secs[tag], 1), "evaluations": r.evaluations,
+                                         "generations": gens, "stages": args.stages, "offspring": args.offspring,
+                                         "population": args.population,
+                                         "fitness_seconds": round(judge.seconds - judged, 1),
+                                         "apply_seconds": round(judge.apply_seconds - applying, 1),
                                          "history": [(h.generation, h.best, h.evaluations) for h in r.history]})
 
     def late() -> bool:  # the first search always runs: without one the run shows nothing

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import torch
@@ -99,6 +100,8 @@ def _check_args(args) -> None:
     for name in ("out", "report"):
         if getattr(args, name, None):
             _writable(getattr(args, name), f"--{name}")
+    if getattr(args, "work_dir", None) and os.path.exists(args.work_dir) and not os.path.isdir(args.work_dir):
+        raise ValueError(f"--work-dir {args.work_dir} is a file, not a folder")
 
 
 def _ga_options(args):
@@ -159,6 +162,12 @@ def _quantize_parser(sub, common) -> None:
                        help="size budget as a fraction of the 16-bit file (0.25 = 4 bpw)")
     mixed.add_argument("--out", default="model.gguf",
                        help="GGUF file to write (under a temporary name, renamed when complete)")
+    mixed.add_argument("--work-dir", default=None,
+                       help="folder that keeps the run's state (calibration, the sensitivity table "
+                            "as it fills, the search after each generation): the same command after "
+                            "a stop (Ctrl-C, a kill) goes on where it was and writes the same file; "
+                            "another budget reuses its calibration and table (default: OUT.work, "
+                            "removed once the run completes; a folder given here is kept)")
     mixed.add_argument("--formats", nargs="+", default=None,
                        help="llama.cpp formats to choose from (default: " + " ".join(DEFAULT_FORMATS) +
                             f"; below {LOW_BIT_BPW} bpw also " + " ".join(LOW_BIT_FORMATS) + ")")
@@ -314,6 +323,7 @@ def _run_quantize(args) -> int:
         mixed, out = {}, None
     else:
         out = args.out
+        mixed["work_dir"] = args.work_dir or f"{out}.work"
     r = quantize(args.model, tokenizer=args.tokenizer, format=args.format,
                  calib_text=args.calib_text, eval_text=args.eval_text,
                  calib_windows=args.calib_windows, calib_stories=args.calib_stories,
@@ -322,6 +332,11 @@ def _run_quantize(args) -> int:
                  report=args.report, progress=not args.quiet, target_bpw=args.target_bpw,
                  compression=args.compression, out=out, **mixed)
     (_print_mixed if "budget" in r else _print_uniform)(args, r)
+    if "work_dir" in mixed:
+        if args.work_dir:
+            print(f"state      {args.work_dir} (kept: a run at another budget reuses it)")
+        else:
+            shutil.rmtree(mixed["work_dir"], ignore_errors=True)
     if args.report:
         print(f"report     {args.report}")
     return 0

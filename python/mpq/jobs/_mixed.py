@@ -19,6 +19,7 @@ from .. import models as model_lib
 from ..export import export_gguf
 from ..search import KlFitness, build_candidates, make_budget, option_labels, search
 from ._common import load_texts, write_json
+from ._work_folder import WorkFolder, model_digest, tensor_digest
 
 # llama.cpp's k-quants, the 32-block formats llama.cpp itself falls back to for rows that are not
 # whole 256-blocks (SmolLM2's 576-wide layers, for one), and f16, its last resort for rows that
@@ -29,6 +30,7 @@ DEFAULT_FORMATS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0", "iq4_nl", "q5
 # docs/BENCHMARKS.md); above it they are rarely chosen and their quantizers are the slow ones.
 LOW_BIT_FORMATS = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq4_xs")
 LOW_BIT_BPW = 4.5
+DEFAULT_EXPERTS = ("kquant_imatrix",)
 
 
 def default_formats(bpw: float) -> tuple[str, ...]:
@@ -42,7 +44,6 @@ def _budget_bpw(budget: "_C.Budget", model) -> float:
     if budget.kind == _C.BudgetKind.compression:
         return 16.0 * budget.value
     return 8.0 * budget.value / sum(p.numel() for p in model.parameters())
-DEFAULT_EXPERTS = ("kquant_imatrix",)
 
 # `mpq quantize` with no budget: 5 bits per weight, every tensor counted. On SmolLM2-135M the
 # smallest reachable file is about 4.2 bpw (its 576-wide rows fit no 256-block k-quant) and
@@ -56,6 +57,16 @@ QUICK = {"calib_windows": 16, "window": 256, "eval_windows": 16, "batch_size": 4
          "population": 8, "generations": 4, "kl_sequences": 4, "kl_stages": (1, 4)}
 THOROUGH = {"calib_windows": 32, "window": 512, "eval_windows": 40, "batch_size": 4,
             "population": 20, "generations": 12, "kl_sequences": 8, "kl_stages": (2, 8)}
+
+
+def _inputs(loaded, calib, held, labels, window, batch_size) -> dict:
+    """What a work folder's calibration and table are made from: every input that changes them."""
+    from .. import __version__
+
+    return {"mpq": __version__, "model": model_digest(loaded.model),
+            "calibration_ids": tensor_digest([("calibration", calib), ("fitness", held)]),
+            "window": window, "batch_size": batch_size, "options": list(labels),
+            "device": next(loaded.model.parameters()).device.type}
 
 
 def peak_rss_bytes() -> int:
@@ -94,7 +105,7 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                    eval_text: str | None = None, calib_windows: int = 32, window: int | None = None,
                    eval_windows: int | None = 40, batch_size: int = 4, device: str = "cpu",
                    evaluate_model: bool = True, score_gguf: bool = True, table: str | None = None,
-                   calibrator: "_C.Calibrator | None" = None,
+                   calibrator: "_C.Calibrator | None" = None, work_dir: str | None = None,
                    report: str | None = None, progress: bool = True) -> dict:
     """The whole pipeline for one budget; returns the report (also written to `report`).
 
@@ -121,6 +132,10 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         table: where to save the sensitivity table (mpq.CandidateTable.load reads it back).
         calibrator: statistics of the calibration windows already gathered (every linear and
             "output"), as build_candidates takes them; None: gathered here.
+        work_dir: a folder that keeps the run's state (mpq.jobs.WorkFolder: calibration, the
+            table as it fills, the search after each generation): the same call after a stop
+            goes on where it was and writes the same file; a folder made from another model,
+            text or option set is refused. None: nothing is kept.
     """
     t0 = time.perf_counter()
     budget = make_budget(target_bpw, target_bytes, compression)
@@ -137,27 +152,48 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         raise ValueError(f"{calib_text}: too short for {calib_windows} calibration and "
                          f"{max(kl_stages)} fitness windows of {window} tokens")
 
-    t_load = time.perf_counter()
-    if calibrator is None:
-        layers = dict(model_lib.linear_layers(loaded.model))
-        layers["output"] = loaded.model.get_output_embeddings()
-        # The table's experts (no input transforms) read neither Σ|x| nor max|x|.
-        calibrator = model_lib.calibrate(
-            loaded.model, calib.split(batch_size), layers=layers, progress=progress,
-            calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
-    t_calib = time.perf_counter()
     if formats is None:
         formats = default_formats(_budget_bpw(budget, loaded.model))
     labels = option_labels(experts, formats)
-    cands = build_candidates(loaded.model, calib.split(batch_size), labels, calibrator=calibrator,
-                             progress=progress)
-    if table:
-        cands.table.save(os.fspath(table))
+    work = None
+    if work_dir is not None:
+        if calibrator is not None:
+            raise ValueError("give work_dir or a calibrator, not both: the work folder keeps the "
+                             "calibration it made itself")
+        work = WorkFolder(work_dir, _inputs(loaded, calib, held, labels, window, batch_size))
+    wants_imatrix = any("imatrix" in e for e in experts)
+
+    t_load = time.perf_counter()
+    if calibrator is None and not (work and work.table_done()):
+        if work and work.calibration.exists():
+            calibrator = _C.Calibrator.load(os.fspath(work.calibration))
+        else:
+            layers = dict(model_lib.linear_layers(loaded.model))
+            layers["output"] = loaded.model.get_output_embeddings()
+            # The table's experts (no input transforms) read neither Σ|x| nor max|x|.
+            calibrator = model_lib.calibrate(
+                loaded.model, calib.split(batch_size), layers=layers, progress=progress,
+                calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
+            if work:
+                calibrator.save(os.fspath(work.calibration))
     # The importance the imatrix experts weighed by, for the file's quantize.imatrix.* keys (as
     # llama-quantize records them): tools that read them can tell how the file was made.
-    imatrix = calibrator.imatrix(chunk_size=window, datasets=[os.path.basename(os.fspath(calib_text))],
-                                 include_output=True) if any("imatrix" in e for e in experts) else None
+    imatrix = None
+    if wants_imatrix and work and work.imatrix.exists():
+        imatrix = _C.Imatrix.load(os.fspath(work.imatrix))
+    elif wants_imatrix:
+        imatrix = calibrator.imatrix(chunk_size=window, datasets=[os.path.basename(os.fspath(calib_text))],
+                                     include_output=True)
+        if work:
+            imatrix.save(os.fspath(work.imatrix))
+    t_calib = time.perf_counter()
+    cands = build_candidates(loaded.model, calib.split(batch_size), labels, calibrator=calibrator,
+                             folder=work.table if work else None, progress=progress)
+    if table:
+        cands.table.save(os.fspath(table))
     calibrator = None  # its XᵀX sums (0.5 GB on SmolLM2) are not needed after the table
+    if work and work.calibration.exists():
+        os.remove(work.calibration)  # nor is its file: the table and the imatrix hold what follows
     t_sens = time.perf_counter()
     options = ga_options if ga_options is not None else _C.GaOptions()
     fit = None
@@ -166,6 +202,11 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
         options.survivors = [options.offspring or options.population] + \
             [max(2, (options.offspring or options.population) // 4 ** (i + 1))
              for i in range(len(kl_stages) - 1)]
+    if work:
+        settings = {k: v for k, v in options.as_dict().items() if k not in ("checkpoint", "resume")}
+        options.checkpoint = os.fspath(work.search_checkpoint(
+            {"budget": repr(budget), "fitness": fitness, "kl_stages": list(kl_stages), "ga": settings}))
+        options.resume = True
     try:
         result = search(cands, budget, fitness=fit if fit is not None else "proxy",
                         options=options, progress=progress)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class Candidates:
     table: "_C.CandidateTable"
     quantized: dict = field(default_factory=dict)  # (tensor name, option label) -> QuantizedTensor
     seconds: float = 0.0
+    # Packed tensors kept on an accelerator, most recently used first, up to this many bytes
+    # (None: a quarter of the device's free memory at first use): a search applies the same
+    # options again and again, and without them every plan copies its tensors' bytes from the host.
+    device_cache_bytes: int | None = None
+    _on_device: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def plan(self, genome) -> dict[str, str]:
         """tensor name -> option label ("expert:format") of a genome."""
@@ -47,7 +53,22 @@ class Candidates:
     def dequantized(self, name: str, label: str, device) -> torch.Tensor:
         """Tensor `name`'s weight under option `label`, dequantized on `device` (the packed bytes
         are fewer to move than floats)."""
-        return _C.dequantize(self.quantized[(name, label)].to(str(device)))
+        q, device = self.quantized[(name, label)], torch.device(device)
+        if device.type == "cpu":
+            return _C.dequantize(q)
+        key = (name, label, str(device))
+        if key in self._on_device:
+            self._on_device.move_to_end(key)
+            return _C.dequantize(self._on_device[key])
+        moved = q.to(str(device))
+        if self.device_cache_bytes is None:
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 1 << 30
+            self.device_cache_bytes = free // 4
+        self._on_device[key] = moved
+        held = sum(t.nbytes for t in self._on_device.values())
+        while held > self.device_cache_bytes and len(self._on_device) > 1:
+            held -= self._on_device.popitem(last=False)[1].nbytes
+        return _C.dequantize(moved)
 
     def apply(self, model: nn.Module, genome) -> "model_lib.WeightSwap":
         """Puts the genome's quantized weights into `model`; the WeightSwap returned (a context
@@ -62,35 +83,34 @@ class Candidates:
         return swap
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Writes the table (table.json) and the quantized tensors behind it (tensors.pt) into
-        `folder`, each to a temporary name renamed when complete, so that a run stopped later
-        starts again from them (Candidates.load) instead of quantizing every option again."""
+        """Writes the table (table.json) and the quantized tensors behind it (one file per tensor
+        under tensors/, the layout build_candidates(folder=...) fills as it goes) into `folder`,
+        each file under a temporary name renamed when complete."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        packed = {f"{name}\t{label}": {"format": q.format, "codes": q.codes.cpu(), "rows": q.rows, "cols": q.cols,
-                                       "scales": q.scales.cpu() if q.scales is not None else None,
-                                       "zeros": q.zeros.cpu() if q.zeros is not None else None, "dtype": q.dtype}
-                  for (name, label), q in self.quantized.items()}
-        tmp = folder / "tensors.pt.tmp"
-        torch.save({"options": list(self.table.options), "tensors": packed, "seconds": self.seconds}, tmp)
-        self.table.save(os.fspath(folder / "table.json.tmp"))
-        os.replace(folder / "table.json.tmp", folder / "table.json")
-        os.replace(tmp, folder / "tensors.pt")
+        options = list(self.table.options)
+        for ti in range(self.table.num_tensors):
+            name = self.table.tensor_name(ti)
+            cells = {options[oi]: self.table.cell(ti, oi)[:2] for oi in range(len(options))
+                     if self.table.available(ti, oi)}
+            _save_row(folder, name, options, cells, {label: self.quantized[(name, label)] for label in cells})
+        _save_table(folder, self.table)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Candidates":
-        """Candidates written by save()."""
+        """Candidates written by save() or by build_candidates(folder=...)."""
         folder = Path(folder)
         table = _C.CandidateTable.load(os.fspath(folder / "table.json"))
-        saved = torch.load(folder / "tensors.pt", weights_only=True)
-        if saved["options"] != list(table.options):
-            raise ValueError(f"{folder}: tensors.pt holds options {saved['options']}, table.json "
-                             f"{list(table.options)}: the two files come from different runs")
-        out = cls(table, seconds=saved["seconds"])
-        for key, q in saved["tensors"].items():
-            name, label = key.split("\t")
-            out.quantized[(name, label)] = _C.QuantizedTensor(q["format"], q["codes"], q["scales"], q["zeros"],
-                                                              q["rows"], q["cols"], q["dtype"])
+        options = list(table.options)
+        out = cls(table)
+        for ti in range(table.num_tensors):
+            name = table.tensor_name(ti)
+            row = _load_row(folder, name, options)
+            if row is None:
+                raise ValueError(f"{folder}: table.json lists tensor {name}, but {_row_path(folder, name)} "
+                                 f"is missing or holds other options than {options}")
+            cells, quantized = row
+            for label in cells:
+                out.quantized[(name, label)] = quantized[label]
         return out
 
     def tensors(self, genome) -> dict:
@@ -102,6 +122,45 @@ class Candidates:
 def option_labels(experts, formats) -> list[str]:
     """Every (expert, format) pair as "expert:format"."""
     return [f"{e}:{f}" for e in experts for f in formats]
+
+
+def _row_path(folder: Path, name: str) -> Path:
+    return folder / "tensors" / f"{name}.pt"
+
+
+def _save_row(folder: Path, name: str, options: list[str], cells: dict, quantized: dict) -> None:
+    """One tensor's row of the table: (bytes, proxy) and the quantized tensor of every available
+    option, written under a temporary name and renamed, so that a row on disk is always whole."""
+    path = _row_path(folder, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    packed = {label: {"format": q.format, "codes": q.codes.cpu(), "rows": q.rows, "cols": q.cols,
+                      "scales": q.scales.cpu() if q.scales is not None else None,
+                      "zeros": q.zeros.cpu() if q.zeros is not None else None, "dtype": q.dtype}
+              for label, q in quantized.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"options": options, "cells": {k: [int(b), float(p)] for k, (b, p) in cells.items()},
+                "tensors": packed}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_row(folder: Path, name: str, options: list[str]):
+    """(cells, quantized tensors) of a row _save_row wrote for the same options; None when there
+    is none (a row of other options is stale and is quantized again)."""
+    path = _row_path(folder, name)
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved["options"] != options:
+        return None
+    quantized = {label: _C.QuantizedTensor(q["format"], q["codes"], q["scales"], q["zeros"], q["rows"],
+                                           q["cols"], q["dtype"]) for label, q in saved["tensors"].items()}
+    return {k: tuple(v) for k, v in saved["cells"].items()}, quantized
+
+
+def _save_table(folder: Path, table: "_C.CandidateTable") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    table.save(os.fspath(folder / "table.json.tmp"))
+    os.replace(folder / "table.json.tmp", folder / "table.json")
 
 
 def _split(label: str) -> tuple[str, str]:
@@ -138,7 +197,8 @@ def _token_frequencies(batches, vocab: int) -> torch.Tensor:
 
 @torch.no_grad()
 def build_candidates(model: nn.Module, batches, options: list[str], *,
-                     calibrator: "_C.Calibrator | None" = None, progress: bool = True) -> Candidates:
+                     calibrator: "_C.Calibrator | None" = None, folder: str | os.PathLike | None = None,
+                     progress: bool = True) -> Candidates:
     """Quantizes every tensor with every option and records bytes and proxy error.
 
     Args:
@@ -148,7 +208,12 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
             An option is unavailable for a tensor whose rows are not whole blocks of its format,
             and for token_embd unless its expert is one of rtn, kquant, kquant_imatrix.
         calibrator: statistics already gathered (must cover every linear and "output", the LM
-            head's input); None: gathered here.
+            head's input); None: gathered here (unless every row is already in `folder`).
+        folder: where each tensor's row is written as soon as it is done (tensors/<name>.pt),
+            and table.json at the end (Candidates.load reads the folder). Rows already there for
+            the same options are read instead of quantized again, so a run stopped halfway goes
+            on from the next tensor. The caller makes sure the folder belongs to this model and
+            calibration (mpq's main job keys its work folder by both).
         progress: show a progress bar.
 
     Returns:
@@ -171,7 +236,10 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
     tensors = model_lib.weight_tensors(model)
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is tensors["token_embd"].weight
-    if calibrator is None:
+    folder = Path(folder) if folder is not None else None
+    options = list(options)
+    done = {name: _load_row(folder, name, options) for name in tensors} if folder is not None else {}
+    if calibrator is None and not all(done.get(name) for name in tensors):
         layers = dict(model_lib.linear_layers(model))
         layers["output"] = head
         # The experts of the table (no input transforms) read neither Σ|x| nor max|x|.
@@ -179,13 +247,22 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
                                          calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
     freq = _token_frequencies(batches, tensors["token_embd"].weight.shape[0])
 
-    table = _C.CandidateTable(list(options))
+    table = _C.CandidateTable(options)
     for name, module in tensors.items():
         table.add_tensor(name, module.weight.numel())
     table.set_fixed(*_fixed_tensors(model, tensors))
     out = Candidates(table)
     for ti, (name, module) in enumerate(progress_bar(list(tensors.items()), desc="sensitivity",
                                                      unit="tensor", disable=not progress)):
+        if done.get(name):
+            cells, quantized = done[name]
+            for oi, label in enumerate(options):
+                if label in cells:
+                    table.set(ti, oi, cells[label][0], cells[label][1], float("nan"))
+                    out.quantized[(name, label)] = quantized[label]
+                else:
+                    table.set_unavailable(ti, oi)
+            continue
         weight = module.weight.data
         stats_name = "output" if name == "token_embd" and tied else name
         stats = calibrator.stats(stats_name) if stats_name in calibrator.layers() else None
@@ -220,6 +297,11 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
                                  f"({proxy}); are its calibration statistics missing?")
             table.set(ti, oi, r.quantized.nbytes, proxy, float("nan"))
             out.quantized[(name, options[oi])] = r.quantized
+        if folder is not None:
+            cells = {options[oi]: table.cell(ti, oi)[:2] for oi in range(len(options)) if table.available(ti, oi)}
+            _save_row(folder, name, options, cells, {k: out.quantized[(name, k)] for k in cells})
+    if folder is not None:
+        _save_table(folder, table)
     out.seconds = time.perf_counter() - start
     return out
 

@@ -126,6 +126,7 @@ class KlFitness:
         self.evaluations = 0
         self.blocks_run = 0  # decoder blocks computed, batches counted (the cost the states save)
         self.seconds = 0.0
+        self.apply_seconds = 0.0  # of `seconds`, spent putting plans' weights in (host time)
 
     def set_option(self, tensor: int, option: int) -> None:
         """Puts one tensor's quantized weights for `option` into the model (-1: the original)."""
@@ -154,7 +155,9 @@ class KlFitness:
 
     def kl(self, genome, sequences: int | None = None) -> float:
         """Mean KL per token of one genome on the first `sequences` sequences (default all)."""
+        start = time.perf_counter()
         self.apply(genome)
+        self.apply_seconds += time.perf_counter() - start
         if not self.llama_cpp_activations:
             return self.kl_current(sequences)
         formats = {name: label.split(":")[1] for name, label in self.candidates.plan(genome).items()}
