@@ -39,8 +39,12 @@ class LineProgress:
     def _line(self) -> str:
         elapsed = time.perf_counter() - self.start
         count = f"{self.n}/{self.total}" if self.total is not None else f"{self.n}"
+        eta = ""
+        if self.total is not None and 0 < self.n < self.total:
+            left = elapsed / self.n * (self.total - self.n)  # at the mean pace so far
+            eta = f", eta {left:.0f} s" if left < 120 else f", eta {left / 60:.1f} min"
         postfix = f", {self.postfix}" if self.postfix else ""
-        return f"{self.desc}: {count} {self.unit} ({elapsed:.1f} s{postfix})"
+        return f"{self.desc}: {count} {self.unit} ({elapsed:.1f} s{eta}{postfix})"
 
     def _emit(self) -> None:
         print(self._line(), file=self.file if self.file is not None else sys.stderr, flush=True)

@@ -16,6 +16,7 @@ def test_off_a_terminal_progress_prints_few_whole_lines():
     # The first step, the last, and one line per LINE_SECONDS in between (this loop is instant).
     assert lines[0].startswith("calibrate: 1/1000 batch (") and lines[-1].startswith("calibrate: 1000/1000 batch (")
     assert len(lines) == 2, lines
+    assert ", eta " in lines[0] and ", eta " not in lines[-1]  # what is left, while something is
 
 
 def test_lines_follow_the_interval_and_manual_updates():

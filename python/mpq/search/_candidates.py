@@ -149,7 +149,9 @@ def _load_row(folder: Path, name: str, options: list[str]):
     path = _row_path(folder, name)
     if not path.exists():
         return None
-    saved = torch.load(path, weights_only=True)
+    # Memory-mapped: the codes stay in the file until they are read, so a table larger than the
+    # memory (15 options of a 1.5B model: about 17 GB) is paged in as the search uses it.
+    saved = torch.load(path, weights_only=True, mmap=True)
     if saved["options"] != options:
         return None
     quantized = {label: _C.QuantizedTensor(q["format"], q["codes"], q["scales"], q["zeros"], q["rows"],
@@ -300,6 +302,7 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
         if folder is not None:
             cells = {options[oi]: table.cell(ti, oi)[:2] for oi in range(len(options)) if table.available(ti, oi)}
             _save_row(folder, name, options, cells, {k: out.quantized[(name, k)] for k in cells})
+            out.quantized.update({(name, k): q for k, q in _load_row(folder, name, options)[1].items()})
     if folder is not None:
         _save_table(folder, table)
     out.seconds = time.perf_counter() - start
