@@ -282,3 +282,24 @@ def test_candidates_saved_and_loaded_give_the_same_table_and_bytes(stories, cand
     other.table.save(str(tmp_path / "cands" / "table.json"))
     with pytest.raises(ValueError, match="different runs"):
         type(cands).load(tmp_path / "cands")
+
+
+def test_reachable_bpw_is_the_tables_smallest_and_largest_file(stories, cands):
+    """The range from the formats' sizes alone (checked before any work) is the one of the bytes
+    the table measured; a budget under it is refused before calibration, naming the range."""
+    t = cands.table
+
+    def extreme(pick):
+        return np.asarray([pick((t.cell(i, o)[0], o) for o in range(t.num_options) if t.available(i, o))[1]
+                           for i in range(t.num_tensors)], dtype=np.int32)
+
+    low, high = sensitivity.reachable_bpw(stories.model, LABELS)
+    assert low == pytest.approx(t.bits_per_weight(extreme(min)), rel=1e-12)
+    assert high == pytest.approx(t.bits_per_weight(extreme(max)), rel=1e-12)
+    labels = sensitivity.option_labels(["rtn"], ["int2_g32", "int8"])
+    low, high = sensitivity.reachable_bpw(stories.model, labels)
+    with pytest.raises(ValueError, match=rf"below the smallest file .* reachable: {low:.3f} to {high:.3f} bpw"):
+        mpq.quantize_mixed(stories, target_bpw=low - 0.01, experts=["rtn"], formats=["int2_g32", "int8"],
+                           progress=False)
+    with pytest.raises(ValueError, match=r"blk.0.ffn_down: none of the options .* can quantize its \[64, 172\]"):
+        sensitivity.reachable_bpw(stories.model, ["kquant:q4_0"])

@@ -17,7 +17,7 @@ from .. import _C, data
 from .. import evaluation as evaluate
 from .. import models as model_lib
 from ..export import export_gguf
-from ..search import KlFitness, build_candidates, make_budget, option_labels, search
+from ..search import KlFitness, build_candidates, make_budget, option_labels, reachable_bpw, search
 from ._common import load_texts, write_json
 from ._work_folder import WorkFolder, model_digest, tensor_digest
 
@@ -155,6 +155,11 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
     if formats is None:
         formats = default_formats(_budget_bpw(budget, loaded.model))
     labels = option_labels(experts, formats)
+    smallest, largest = reachable_bpw(loaded.model, labels)
+    if _budget_bpw(budget, loaded.model) < smallest:
+        raise ValueError(f"the budget {budget!r} is below the smallest file these options make of "
+                         f"{loaded.name}: {smallest:.3f} bpw (every tensor counted); reachable: "
+                         f"{smallest:.3f} to {largest:.3f} bpw with formats {' '.join(formats)}")
     work = None
     if work_dir is not None:
         if calibrator is not None:

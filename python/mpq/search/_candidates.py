@@ -177,6 +177,38 @@ def _fits(fmt: "_C.Format", cols: int) -> bool:
     return fmt.family != _C.FormatFamily.GGML or cols % fmt.group_size == 0
 
 
+def _available(name: str, expert_name: str, expert, fmt: "_C.Format", cols: int, has_stats: bool) -> bool:
+    """Whether an option can quantize tensor `name` (rows of `cols` weights)."""
+    if not _fits(fmt, cols) or (name == "token_embd" and expert_name not in _EMBEDDING_EXPERTS):
+        return False
+    # Without statistics (an untied embedding: no matmul reads it) the formats that need an
+    # importance matrix are no option (llama.cpp's IQ2 mixes give it Q2_K).
+    return has_stats or not (expert.needs_stats() and fmt.requires_importance)
+
+
+def reachable_bpw(model: nn.Module, options: list[str]) -> tuple[float, float]:
+    """The smallest and the largest file `options` can make of `model`, in bits per weight with
+    every tensor counted, from the formats' sizes alone: a budget is checked before any work.
+    Raises ValueError naming a tensor that no option can quantize."""
+    parsed = [_split(o) for o in options]
+    experts = {e: make_expert(e) for e, _ in parsed}
+    tensors = model_lib.weight_tensors(model)
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is tensors["token_embd"].weight
+    low, weights = _fixed_tensors(model, tensors)
+    high = low
+    for name, module in tensors.items():
+        rows, cols = module.weight.shape
+        sizes = [_C.find_format(f).bytes(rows, cols) for e, f in parsed
+                 if _available(name, e, experts[e], _C.find_format(f), cols, name != "token_embd" or tied)]
+        if not sizes:
+            raise ValueError(f"{name}: none of the options {list(options)} can quantize its "
+                             f"[{rows}, {cols}] weight (rows of {cols} are no whole number of "
+                             "their blocks); add a format such as f16")
+        low, high, weights = low + min(sizes), high + max(sizes), weights + module.weight.numel()
+    return 8.0 * low / weights, 8.0 * high / weights
+
+
 def _fixed_tensors(model: nn.Module, quantizable: dict) -> tuple[int, int]:
     """Bytes and weights of the tensors a GGUF file holds outside the search (norms: f32)."""
     mine = {id(m.weight) for m in quantizable.values()}
@@ -269,18 +301,13 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
         stats_name = "output" if name == "token_embd" and tied else name
         stats = calibrator.stats(stats_name) if stats_name in calibrator.layers() else None
         for oi, (e, f) in enumerate(parsed):
-            fmt = formats[f]
-            if not _fits(fmt, weight.shape[1]) or (name == "token_embd" and e not in _EMBEDDING_EXPERTS):
+            fmt, ex = formats[f], experts[e]
+            if not _available(name, e, ex, fmt, weight.shape[1], stats is not None):
                 table.set_unavailable(ti, oi)
                 continue
-            ex = experts[e]
             if stats is None and ex.needs_stats():
                 # An untied embedding has no statistics (no matmul reads it): llama.cpp quantizes
-                # it without an importance matrix, and so does kquant_imatrix here; the formats
-                # that need one are no option for it (llama.cpp's IQ2 mixes give it Q2_K).
-                if fmt.requires_importance:
-                    table.set_unavailable(ti, oi)
-                    continue
+                # it without an importance matrix, and so does kquant_imatrix here.
                 ex = experts.setdefault("kquant", make_expert("kquant"))
             r = ex.quantize([_C.ExpertLayer(name, weight, fmt.name)], stats, False)[0]
             approx = _C.dequantize(r.quantized.to(str(weight.device))).to(torch.float32)
