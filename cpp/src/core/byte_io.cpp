@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace mpq::detail {
@@ -18,6 +20,30 @@ std::vector<char> read_file(const std::string& path, const char* who) {
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   MPQ_CHECK_IO(!in.bad(), who, ": reading ", path, " failed");
   return bytes;
+}
+
+MappedFile::MappedFile(const std::string& path, const char* who) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  MPQ_CHECK_IO(fd >= 0, who, ": cannot open ", path, ": ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    MPQ_CHECK_IO(false, who, ": ", path, " is not a regular file");
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);  // the mapping keeps the file
+    MPQ_CHECK_IO(p != MAP_FAILED, who, ": cannot map ", path, ": ", std::strerror(err));
+    data_ = static_cast<const char*>(p);
+  } else {
+    ::close(fd);
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
 }
 
 TempFile::TempFile(const std::string& path, std::string who)

@@ -17,8 +17,11 @@ static_assert(std::endian::native == std::endian::little, "mpq's file formats as
 
 class ByteReader {
  public:
-  // `what` names the file in error messages.
-  ByteReader(const std::vector<char>& data, std::string what) : data_(data), what_(std::move(what)) {}
+  // `what` names the file in error messages. The bytes must outlive the reader.
+  ByteReader(const char* data, uint64_t size, std::string what)
+      : data_(data), size_(size), what_(std::move(what)) {}
+  ByteReader(const std::vector<char>& data, std::string what)
+      : ByteReader(data.data(), data.size(), std::move(what)) {}
 
   template <typename T>
   T read() {
@@ -30,7 +33,7 @@ class ByteReader {
   void read_bytes(void* out, uint64_t n) {
     MPQ_CHECK_VALUE(n <= remaining(), what_, ": truncated or corrupt: needs ", n, " bytes at offset ",
                     pos_, ", only ", remaining(), " left");
-    if (n) std::memcpy(out, data_.data() + pos_, n);
+    if (n) std::memcpy(out, data_ + pos_, n);
     pos_ += n;
   }
   // A u64 length followed by that many bytes, at most `max_length`.
@@ -42,12 +45,13 @@ class ByteReader {
     read_bytes(s.data(), n);
     return s;
   }
-  uint64_t remaining() const { return data_.size() - pos_; }
+  uint64_t remaining() const { return size_ - pos_; }
   uint64_t position() const { return pos_; }
   const std::string& what() const { return what_; }
 
  private:
-  const std::vector<char>& data_;
+  const char* data_;
+  uint64_t size_;
   std::string what_;
   uint64_t pos_ = 0;
 };
@@ -76,6 +80,24 @@ class ByteWriter {
 
 // The whole file, or IoError naming it.
 std::vector<char> read_file(const std::string& path, const char* who);
+
+// A file mapped read-only into memory: its pages are read as they are used and, being the
+// file's, can be dropped again under memory pressure, so a file as large as the memory (a 1.5B
+// model's calibration: 10 GB) is read without a copy of it on the heap.
+class MappedFile {
+ public:
+  MappedFile(const std::string& path, const char* who);  // IoError naming the file
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const char* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  const char* data_ = nullptr;
+  uint64_t size_ = 0;
+};
 
 // The temporary file of an atomic write: `path + ".tmp"`, created at construction and locked
 // (flock) while it is written. The name is fixed, not per process, so that the next writer to the
