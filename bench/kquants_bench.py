@@ -4,7 +4,10 @@ repeated runs, single-threaded and with all threads. ggml's "all threads" splits
 Python threads (ctypes releases the GIL), as llama-quantize splits a tensor over its workers.
 
     python bench/kquants_bench.py [--reps 3] [--shapes square|small|qwen3-4b|all] [--types ...]
-                                  [--out results.json]
+                                  [--imatrix both|no|yes] [--threads 1,2] [--out results.json]
+
+mpq's and ggml's runs alternate (mpq, ggml, mpq, ggml, ...), so that a noisy machine slows both
+alike; each side's figure is the median of its runs.
 
 The codebook types (iq1_s ... iq3_s) quantize at a few MB/s; --shapes small keeps their runs short.
 ggml aborts on iq2_xxs, iq2_xs and iq1_s without an imatrix, so those rows are only run with one.
@@ -56,14 +59,17 @@ def ggml_threads(ggml: Ggml, x: np.ndarray, fmt: str, imp, threads: int) -> None
             list(pool.map(work, range(threads)))
 
 
-def median_time(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_times(fns, reps: int) -> list[float]:
+    """The median time of each function over `reps` rounds, the functions taking turns."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -71,11 +77,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--shapes", choices=["square", "small", "qwen3-4b", "all"], default="square")
     ap.add_argument("--types", default=",".join(TYPES), help=f"comma-separated; also {','.join(IQ_TYPES)}")
+    ap.add_argument("--imatrix", choices=["both", "no", "yes"], default="both")
+    ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all)")
     ap.add_argument("--out", default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     ggml = Ggml()
     shapes = {**SHAPES["square"], **SHAPES["qwen3-4b"]} if args.shapes == "all" else SHAPES[args.shapes]
     max_threads = os.cpu_count() or 1
+    thread_counts = sorted({1, max_threads}) if args.threads is None else [int(t) for t in args.threads.split(",")]
     rng = np.random.default_rng(0)
     rows = []
     print(f"{'shape':12s} {'type':7s} {'imatrix':7s} {'thr':>3s} {'mpq MB/s':>9s} {'ggml MB/s':>9s} {'mpq/ggml':>8s}")
@@ -86,13 +95,14 @@ def main() -> None:
         imp_t = torch.from_numpy(imp_np)
         mb = x.nbytes / 1e6
         for fmt in args.types.split(","):
-            for weighted in (False, True):
+            for weighted in {"both": (False, True), "no": (False,), "yes": (True,)}[args.imatrix]:
                 if not weighted and ggml.requires_imatrix(fmt):
                     continue
-                for threads in sorted({1, max_threads}):
+                for threads in thread_counts:
                     torch.set_num_threads(threads)
-                    t_mpq = median_time(lambda: mpq.quantize_ggml(xt, fmt, imp_t if weighted else None), args.reps)
-                    t_ggml = median_time(lambda: ggml_threads(ggml, x, fmt, imp_np if weighted else None, threads), args.reps)
+                    t_mpq, t_ggml = median_times(
+                        [lambda: mpq.quantize_ggml(xt, fmt, imp_t if weighted else None),
+                         lambda: ggml_threads(ggml, x, fmt, imp_np if weighted else None, threads)], args.reps)
                     row = {"shape": shape_name, "rows": r, "cols": c, "type": fmt, "imatrix": weighted,
                            "threads": threads, "mpq_mb_s": mb / t_mpq, "ggml_mb_s": mb / t_ggml,
                            "ratio": t_ggml / t_mpq}

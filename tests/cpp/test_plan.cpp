@@ -7,6 +7,7 @@
 #include <cctype>
 #include <regex>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include <mpq/plan.h>
@@ -621,6 +622,251 @@ TEST(LlamaCppMix, CountersFollowTheLoaderOrder) {
   const mpq::Plan b = mpq::llama_cpp_mix("Q4_K_M", r);
   for (const auto& [name, choice] : a.tensors()) EXPECT_EQ(b.get(name), choice) << name;
   EXPECT_EQ(b.tensors()[0].first, r.tensors[0].name);  // recorded in the model's order
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp's IQ file types. The rules are those of llama-cpp-python 0.3.36's vendored
+// src/llama-quant.cpp: llama_ftype_get_default_type (the base), llama_tensor_get_type_impl's
+// output/token_embd branch, its 1-/2-bit branch (IQ1_*, IQ2_*) and its general branch (IQ3_*),
+// and tensor_requires_imatrix (what llama-quantize refuses without an imatrix).
+
+// Qwen2.5-1.5B: 28 layers, hidden 1536, 12 heads on 2 kv heads (n_gqa = 6), ffn 8960 (= 35 * 256,
+// so no row fallback), qkv biases, untied output.
+mpq::ModelSpec qwen25_15b() {
+  return make_model({"qwen2", 28, 1536, 12, 2, 128, 8960, 151936, false, false, true});
+}
+// Llama-3.2-1B: 16 layers, hidden 2048, 32 heads on 8 kv heads (n_gqa = 4), ffn 8192, tied
+// output, rope_freqs.
+mpq::ModelSpec llama32_1b() {
+  return make_model({"llama", 16, 2048, 32, 8, 64, 8192, 128256, true, false, false, true});
+}
+
+// The expected type of one block tensor of an IQ mix, rule by rule. `n` is n_layer (which is also
+// llama.cpp's n_ffn_down here, one ffn_down per layer); `i` the layer, which is also the value of
+// every running counter (i_attention_wv, i_ffn_down, ...) when the tensor is reached, since the
+// loader visits the blocks in order.
+struct IqCase {
+  const char* ftype;
+  const char* base;  // llama_ftype_get_default_type
+};
+
+std::string iq_block_type(const std::string& ftype, const std::string& base, const std::string& t,
+                          int64_t i, int64_t n, int64_t n_gqa, bool imatrix) {
+  const bool one_or_two_bit = ftype.starts_with("IQ1") || ftype.starts_with("IQ2");
+  const bool iq2_s_or_m = ftype == "IQ2_S" || ftype == "IQ2_M";
+  if (one_or_two_bit) {
+    // The 1-/2-bit branch.
+    if (t == "attn_v.weight") {
+      // n_gqa >= 4 || n_expert >= 4 -> q4_k; else IQ2_S/IQ2_M -> iq3_s, the others q2_k.
+      if (n_gqa >= 4) return "q4_k";
+      return iq2_s_or_m ? "iq3_s" : "q2_k";
+    }
+    if (t == "ffn_down.weight") {
+      // i_ffn_down < n_ffn_down / 8 -> iq3_s (IQ2_S/IQ2_M) or q2_k; else the default.
+      if (i < n / 8) return iq2_s_or_m ? "iq3_s" : "q2_k";
+      return base;
+    }
+    if (t == "attn_output.weight") {
+      // Dense: IQ1_S/IQ1_M -> iq2_xxs, IQ2_S/IQ2_M -> iq3_s; IQ2_XXS/IQ2_XS keep the default.
+      if (ftype.starts_with("IQ1")) return "iq2_xxs";
+      if (iq2_s_or_m) return "iq3_s";
+      return base;
+    }
+    return base;  // attn_q, attn_k (no 8-expert rule), ffn_gate, ffn_up: no rule in this branch
+  }
+  // The general branch, IQ3 file types.
+  if (t == "attn_v.weight") {
+    // IQ3_XXS: n_gqa >= 4 ? q4_k : (no imatrix ? iq3_s : iq3_xxs).
+    // IQ3_XS, IQ3_S: n_gqa >= 4 -> q4_k. IQ3_M: always q4_k. (Not 70B, no 8 experts.)
+    if (ftype == "IQ3_M" || n_gqa >= 4) return "q4_k";
+    if (ftype == "IQ3_XXS") return imatrix ? "iq3_xxs" : "iq3_s";
+    return base;
+  }
+  if (t == "attn_k.weight" || t == "attn_q.weight") {
+    // IQ3_XS -> iq3_xxs; IQ3_XXS -> iq2_s.
+    if (ftype == "IQ3_XS") return "iq3_xxs";
+    if (ftype == "IQ3_XXS") return "iq2_s";
+    return base;
+  }
+  if (t == "ffn_down.weight") {
+    // IQ3_XXS without an imatrix: i_layer < n_layer/8 ? q4_k : q3_k (with one: the default).
+    // IQ3_M: i_layer < n_layer/8 -> q4_k (the use_more_bits part is for 8 experts only).
+    if (ftype == "IQ3_XXS" && !imatrix) return i < n / 8 ? "q4_k" : "q3_k";
+    if (ftype == "IQ3_M" && i < n / 8) return "q4_k";
+    return base;
+  }
+  if (t == "attn_output.weight") {
+    // Dense, not Falcon: IQ3_XXS -> iq3_s, IQ3_M -> q4_k.
+    if (ftype == "IQ3_XXS") return "iq3_s";
+    if (ftype == "IQ3_M") return "q4_k";
+    return base;
+  }
+  if (t == "ffn_gate.weight" || t == "ffn_up.weight") {
+    // IQ3_XS && n_layer/8 <= i_layer < 7*n_layer/8 -> iq3_xxs.
+    if (ftype == "IQ3_XS" && i >= n / 8 && i < 7 * n / 8) return "iq3_xxs";
+    return base;
+  }
+  return base;
+}
+
+constexpr IqCase kIqMixes[] = {
+    {"IQ1_S", "iq1_s"},     {"IQ1_M", "iq1_m"},   {"IQ2_XXS", "iq2_xxs"}, {"IQ2_XS", "iq2_xs"},
+    {"IQ2_S", "iq2_xs"},    {"IQ2_M", "iq2_s"},   {"IQ3_XXS", "iq3_xxs"}, {"IQ3_XS", "iq3_s"},
+    {"IQ3_S", "iq3_s"},     {"IQ3_M", "iq3_s"},
+};
+
+constexpr const char* kBlockMatrices[] = {"attn_q.weight",      "attn_k.weight",
+                                          "attn_v.weight",      "attn_output.weight",
+                                          "ffn_gate.weight",    "ffn_up.weight",
+                                          "ffn_down.weight"};
+
+// The output matrix (output.weight, or token_embd when tied): row length % the base's block == 0,
+// then IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ2_S, IQ2_M, IQ1_M -> q5_k; otherwise (the base is not
+// q8_0) q6_k.
+std::string iq_output_type(const std::string& ftype) {
+  return ftype == "IQ3_XS" || ftype == "IQ3_S" || ftype == "IQ3_M" ? "q6_k" : "q5_k";
+}
+
+// An untied token_embd: IQ2_XXS, IQ2_XS, IQ1_S, IQ1_M -> q2_k; IQ2_S, IQ2_M, IQ3_XXS -> iq3_s;
+// no rule for the others (the default, iq3_s for IQ3_XS/IQ3_S/IQ3_M).
+std::string iq_token_embd_type(const std::string& ftype, const std::string& base) {
+  if (ftype == "IQ2_XXS" || ftype == "IQ2_XS" || ftype.starts_with("IQ1")) return "q2_k";
+  if (ftype == "IQ2_S" || ftype == "IQ2_M" || ftype == "IQ3_XXS") return "iq3_s";
+  return base;
+}
+
+// Checks a whole IQ plan of a dense model against the rules above.
+void expect_iq_mix(const mpq::ModelSpec& m, const IqCase& c, bool imatrix) {
+  SCOPED_TRACE(std::string(c.ftype) + (imatrix ? " with imatrix" : " without imatrix"));
+  const mpq::Plan p = mpq::llama_cpp_mix(c.ftype, m, imatrix);
+  EXPECT_EQ(p.base, c.base);
+  EXPECT_EQ(p.size(), m.tensors.size());
+  expect_one_d_f32(m, p);
+  if (m.tied_output) {
+    EXPECT_EQ(p.get("token_embd.weight").format, iq_output_type(c.ftype));
+  } else {
+    EXPECT_EQ(p.get("output.weight").format, iq_output_type(c.ftype));
+    EXPECT_EQ(p.get("token_embd.weight").format, iq_token_embd_type(c.ftype, c.base));
+  }
+  const int64_t n_gqa = m.n_head / m.n_head_kv;
+  for (int64_t i = 0; i < m.n_layer; ++i) {
+    for (const char* t : kBlockMatrices) {
+      EXPECT_EQ(p.get(blk(i, t)).format, iq_block_type(c.ftype, c.base, t, i, m.n_layer, n_gqa,
+                                                       imatrix))
+          << blk(i, t);
+    }
+  }
+}
+
+TEST(LlamaCppMix, IqMixesWithImatrix) {
+  // Qwen3-0.6B too: its n_gqa of 2 reaches the attn_v branches that n_gqa >= 4 skips.
+  for (const mpq::ModelSpec& m : {qwen25_15b(), llama32_1b(), qwen3_06b()}) {
+    for (const IqCase& c : kIqMixes) expect_iq_mix(m, c, true);
+  }
+}
+
+// A few of the same expectations written out, so that a slip shared by iq_block_type and the mix
+// code would still show.
+TEST(LlamaCppMix, IqMixesSpotChecks) {
+  const mpq::ModelSpec q = qwen25_15b();  // n = 28: n/8 = 3, 7n/8 = 24; n_gqa = 6
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ1_S", q, true);
+    EXPECT_EQ(p.get("output.weight").format, "q5_k");           // output: IQ1_S -> q5_k
+    EXPECT_EQ(p.get("token_embd.weight").format, "q2_k");       // untied: IQ1_S -> q2_k
+    EXPECT_EQ(p.get(blk(0, "attn_v.weight")).format, "q4_k");   // n_gqa 6 >= 4
+    EXPECT_EQ(p.get(blk(2, "ffn_down.weight")).format, "q2_k");  // i_ffn_down 2 < 28/8
+    EXPECT_EQ(p.get(blk(3, "ffn_down.weight")).format, "iq1_s");
+    EXPECT_EQ(p.get(blk(9, "attn_output.weight")).format, "iq2_xxs");  // IQ1_S -> iq2_xxs
+    EXPECT_EQ(p.get(blk(9, "attn_k.weight")).format, "iq1_s");         // no rule
+  }
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ2_M", q, true);
+    EXPECT_EQ(p.base, "iq2_s");                                   // IQ2_M's default type
+    EXPECT_EQ(p.get("token_embd.weight").format, "iq3_s");        // untied: IQ2_M -> iq3_s
+    EXPECT_EQ(p.get(blk(2, "ffn_down.weight")).format, "iq3_s");  // first eighth, IQ2_M
+    EXPECT_EQ(p.get(blk(3, "ffn_down.weight")).format, "iq2_s");
+    EXPECT_EQ(p.get(blk(3, "attn_output.weight")).format, "iq3_s");  // IQ2_S/IQ2_M -> iq3_s
+  }
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ3_XS", q, true);
+    EXPECT_EQ(p.get("output.weight").format, "q6_k");              // not a Q5_K ftype
+    EXPECT_EQ(p.get("token_embd.weight").format, "iq3_s");         // no token_embd rule
+    EXPECT_EQ(p.get(blk(0, "attn_q.weight")).format, "iq3_xxs");   // IQ3_XS -> iq3_xxs
+    EXPECT_EQ(p.get(blk(2, "ffn_gate.weight")).format, "iq3_s");   // 2 < 28/8
+    EXPECT_EQ(p.get(blk(3, "ffn_gate.weight")).format, "iq3_xxs");
+    EXPECT_EQ(p.get(blk(23, "ffn_up.weight")).format, "iq3_xxs");
+    EXPECT_EQ(p.get(blk(24, "ffn_up.weight")).format, "iq3_s");    // 24 >= 7*28/8
+    EXPECT_EQ(p.get(blk(5, "ffn_down.weight")).format, "iq3_s");   // no IQ3_XS ffn_down rule
+  }
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ3_XXS", q, true);
+    EXPECT_EQ(p.get(blk(4, "attn_q.weight")).format, "iq2_s");        // IQ3_XXS -> iq2_s
+    EXPECT_EQ(p.get(blk(4, "attn_output.weight")).format, "iq3_s");   // IQ3_XXS -> iq3_s
+    EXPECT_EQ(p.get(blk(0, "ffn_down.weight")).format, "iq3_xxs");    // imatrix: no rule
+  }
+  const mpq::ModelSpec l = llama32_1b();  // n = 16: n/8 = 2, 7n/8 = 14; n_gqa = 4; tied
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ2_XXS", l, true);
+    EXPECT_FALSE(p.contains("output.weight"));
+    EXPECT_EQ(p.get("token_embd.weight").format, "q5_k");         // tied: the output rule
+    EXPECT_EQ(p.get(blk(7, "attn_v.weight")).format, "q4_k");     // n_gqa 4 >= 4
+    EXPECT_EQ(p.get(blk(1, "ffn_down.weight")).format, "q2_k");   // 1 < 16/8
+    EXPECT_EQ(p.get(blk(2, "ffn_down.weight")).format, "iq2_xxs");
+  }
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ3_M", l, false);
+    EXPECT_EQ(p.get("token_embd.weight").format, "q6_k");          // tied, not a Q5_K ftype
+    EXPECT_EQ(p.get(blk(1, "ffn_down.weight")).format, "q4_k");    // 1 < 16/8
+    EXPECT_EQ(p.get(blk(2, "ffn_down.weight")).format, "iq3_s");
+    EXPECT_EQ(p.get(blk(2, "attn_output.weight")).format, "q4_k");  // IQ3_M -> q4_k
+    EXPECT_EQ(p.get(blk(2, "attn_v.weight")).format, "q4_k");       // IQ3_M -> q4_k
+  }
+  {
+    const mpq::Plan p = mpq::llama_cpp_mix("IQ3_XS", l, true);
+    EXPECT_EQ(p.get(blk(1, "ffn_up.weight")).format, "iq3_s");
+    EXPECT_EQ(p.get(blk(2, "ffn_up.weight")).format, "iq3_xxs");   // 16/8 <= 2 < 14
+    EXPECT_EQ(p.get(blk(13, "ffn_gate.weight")).format, "iq3_xxs");
+    EXPECT_EQ(p.get(blk(14, "ffn_gate.weight")).format, "iq3_s");
+  }
+  const mpq::ModelSpec small_gqa = qwen3_06b();  // n_gqa = 2
+  // 1-/2-bit attn_v below n_gqa 4: IQ2_S/IQ2_M -> iq3_s, the others q2_k.
+  EXPECT_EQ(mpq::llama_cpp_mix("IQ1_M", small_gqa, true).get(blk(0, "attn_v.weight")).format,
+            "q2_k");
+  EXPECT_EQ(mpq::llama_cpp_mix("IQ2_S", small_gqa, true).get(blk(0, "attn_v.weight")).format,
+            "iq3_s");
+  // IQ3_XXS attn_v below n_gqa 4: iq3_xxs with an imatrix (without, iq3_s, but then attn_q's
+  // iq2_s stops the file anyway). IQ3_S stays iq3_s; IQ3_M is q4_k whatever the heads.
+  EXPECT_EQ(mpq::llama_cpp_mix("IQ3_XXS", small_gqa, true).get(blk(0, "attn_v.weight")).format,
+            "iq3_xxs");
+  EXPECT_EQ(mpq::llama_cpp_mix("IQ3_S", small_gqa, false).get(blk(0, "attn_v.weight")).format,
+            "iq3_s");
+  EXPECT_EQ(mpq::llama_cpp_mix("IQ3_M", small_gqa, false).get(blk(0, "attn_v.weight")).format,
+            "q4_k");
+}
+
+TEST(LlamaCppMix, IqMixesWithoutImatrix) {
+  for (const mpq::ModelSpec& m : {qwen25_15b(), llama32_1b()}) {
+    for (const IqCase& c : kIqMixes) {
+      const std::string f = c.ftype;
+      // tensor_requires_imatrix: iq3_xxs, iq2_xxs, iq2_xs, iq2_s, iq1_m, iq1_s outside
+      // token_embd/output. IQ1_*, IQ2_* and IQ3_XXS have such a base; IQ3_XS puts iq3_xxs on
+      // attn_q/attn_k. Only IQ3_S and IQ3_M get through, and no rule of theirs reads the imatrix.
+      if (f == "IQ3_S" || f == "IQ3_M") {
+        expect_iq_mix(m, c, false);
+        const mpq::Plan with = mpq::llama_cpp_mix(f, m, true);
+        const mpq::Plan without = mpq::llama_cpp_mix(f, m, false);
+        for (const auto& [name, choice] : with.tensors()) EXPECT_EQ(without.get(name), choice);
+        continue;
+      }
+      try {
+        mpq::llama_cpp_mix(f, m, false);
+        ADD_FAILURE() << f << " without an imatrix did not throw";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("importance matrix"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("blk.0."), std::string::npos) << e.what();
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -133,6 +133,18 @@ def test_bad_input_is_reported():
         mpq.dequantize_ggml(torch.zeros(2, 143, dtype=torch.uint8), "q4_k", 256)
 
 
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "iq4_nl", "f16"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -float("nan")])
+def test_non_finite_rows_are_named(fmt, bad):
+    """The fast formats find NaN/Inf in their own block scans (the others before quantizing):
+    either way the error names the row, with or without importance weights."""
+    w = torch.randn(8, 256)
+    w[5, 77] = bad
+    for imp in (None, torch.ones(256)):
+        with pytest.raises(ValueError, match="row 5 contains NaN/Inf"):
+            mpq.quantize_ggml(w, fmt, imp)
+
+
 @pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
 def test_signed_zeros_and_ties_match_ggml(ggml, fmt):
     """The reference scans keep the first of equal values: which zero (+0 or -0) sets a block's

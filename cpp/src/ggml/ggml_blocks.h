@@ -126,11 +126,19 @@ static_assert(offsetof(BlockQ2_K, d) == 80 && offsetof(BlockQ5_K, qs) == 48);
 
 // Row kernels: x / y hold n values (a multiple of the type's block size); qw (nullable) holds n
 // per-column importance weights.
-void quantize_q4_0(const float* x, void* dst, int64_t n, const float* qw);
-void quantize_q4_1(const float* x, void* dst, int64_t n, const float* qw);
-void quantize_q5_0(const float* x, void* dst, int64_t n, const float* qw);
-void quantize_q5_1(const float* x, void* dst, int64_t n, const float* qw);
-void quantize_q8_0(const float* x, void* dst, int64_t n);
+// The legacy types split as ggml's do: *_ref without importance weights, *_impl with them. The
+// _ref kernels and Q8_0 (which has no weighted form) accept any floats and return the row's
+// largest |x| as float bits, found while scanning the blocks (NaN/Inf: >= 0x7F800000, and then
+// the bytes written are meaningless); the others expect finite values.
+uint32_t quantize_q4_0_ref(const float* x, void* dst, int64_t n);
+uint32_t quantize_q4_1_ref(const float* x, void* dst, int64_t n);
+uint32_t quantize_q5_0_ref(const float* x, void* dst, int64_t n);
+uint32_t quantize_q5_1_ref(const float* x, void* dst, int64_t n);
+uint32_t quantize_q8_0(const float* x, void* dst, int64_t n);
+void quantize_q4_0_impl(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q4_1_impl(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q5_0_impl(const float* x, void* dst, int64_t n, const float* qw);
+void quantize_q5_1_impl(const float* x, void* dst, int64_t n, const float* qw);
 void quantize_q2_k(const float* x, void* dst, int64_t n, const float* qw);
 void quantize_q3_k(const float* x, void* dst, int64_t n, const float* qw);
 void quantize_q4_k(const float* x, void* dst, int64_t n, const float* qw);

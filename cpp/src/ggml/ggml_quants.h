@@ -4,8 +4,9 @@
 //
 // Everything here is pure, thread-safe and re-entrant, so rows may be quantized in parallel. The
 // one piece of shared state, the IQ1-IQ3 codebooks' lattices (iq_grids.h), is built once on
-// first use and read-only after. Inputs are trusted (validated by the caller): finite values,
-// non-negative importance weights, n_per_row a multiple of the type's block size.
+// first use and read-only after. Inputs are trusted (validated by the caller): non-negative
+// importance weights, n_per_row a multiple of the type's block size. Non-finite values are found
+// here (quantize_row's result), because the fast formats find them at no cost while quantizing.
 //
 // Byte-exactness depends on doing ggml's float arithmetic in ggml's order; the .cpp files must be
 // compiled with -ffp-contract=off (no fused multiply-add), as ggml's own x86-64 build effectively is.
@@ -22,8 +23,11 @@ namespace mpq::detail::ggml {
 // missing weights); IQ2_XXS, IQ2_XS and IQ1_S require it (requires_importance(), checked by the
 // caller).
 // F32 / F16 / BF16 rows are plain conversions and ignore it.
-void quantize_row(Type type, const float* src, void* dst, int64_t n_per_row,
-                  const float* importance);
+// Returns the row's largest |x| as float bits. A result >= kNonFiniteBits means the row holds a
+// NaN or an Inf: its bytes at dst are then meaningless (or not written) and must be rejected.
+inline constexpr uint32_t kNonFiniteBits = 0x7F800000u;
+uint32_t quantize_row(Type type, const float* src, void* dst, int64_t n_per_row,
+                      const float* importance);
 
 // Decodes one row of n_per_row values, exactly as ggml's to_float().
 void dequantize_row(Type type, const void* src, float* dst, int64_t n_per_row);
