@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <shared_mutex>
 #include <vector>
 
@@ -21,7 +22,9 @@ namespace mpq {
 namespace {
 
 constexpr char kMagic[6] = {'M', 'P', 'Q', 'C', 'A', 'L'};
-constexpr uint32_t kFileVersion = 2;  // 2 added collect_abs; 1 is read as collect_abs=True
+// 2 added collect_abs (1 is read as collect_abs=True); 3 aligns every array to kAlign bytes.
+constexpr uint32_t kFileVersion = 3;
+constexpr uint64_t kAlign = 64;
 
 // One layer's running sums; `mutex` serialises the additions from concurrent observe() calls.
 struct Entry {
@@ -217,7 +220,8 @@ const CalibratorOptions& Calibrator::options() const { return impl_->options; }
 // 1 float64), u8 collect_abs (version 2 only; version 1 files hold Σ|x| and max|x|), u64 layer
 // count; per layer: u64-length name, u64 in_features, i64 tokens, i64 batches, i64
 // imatrix_tokens, then sum_sq, sum_abs and max_abs (if collected), imatrix_sum_sq [in] and, if
-// collected, xtx [in * in].
+// collected, xtx [in * in]; from version 3 each array starts at a multiple of kAlign bytes (zero
+// padding before it), so that load() can leave the arrays in the mapped file.
 void Calibrator::save(const std::string& path) const {
   // Streamed layer by layer: the statistics of a large model are as large as the memory left
   // (a 1.5B model's XᵀX sums: 10 GB), so they are never gathered into one buffer.
@@ -225,6 +229,11 @@ void Calibrator::save(const std::string& path) const {
   auto flush = [&file](detail::ByteWriter& w) {
     file.write(w.bytes().data(), w.bytes().size());
     w = detail::ByteWriter();
+  };
+  uint64_t written = 0;
+  auto flush_counted = [&](detail::ByteWriter& w) {
+    written += w.bytes().size();
+    flush(w);
   };
   detail::ByteWriter w;
   w.write_bytes(kMagic, sizeof(kMagic));
@@ -241,25 +250,29 @@ void Calibrator::save(const std::string& path) const {
     w.write<int64_t>(s.tokens);
     w.write<int64_t>(s.batches);
     w.write<int64_t>(s.imatrix_tokens);
-    flush(w);
+    flush_counted(w);
     for (const at::Tensor& t : {s.sum_sq, s.sum_abs, s.max_abs, s.imatrix_sum_sq, s.xtx}) {
       if (!t.defined()) continue;
       const at::Tensor c = t.cpu().contiguous();
+      const uint64_t pad = (kAlign - written % kAlign) % kAlign;
+      file.write_zeros(pad);
       file.write(c.data_ptr(), c.nbytes());
+      written += pad + c.nbytes();
     }
   }
   file.commit();
 }
 
 Calibrator Calibrator::load(const std::string& path) {
-  const detail::MappedFile bytes(path, "Calibrator.load");
-  detail::ByteReader r(bytes.data(), bytes.size(), "Calibrator.load: " + path);
+  // The mapping lives as long as any tensor that points into it (version 3 files).
+  const auto bytes = std::make_shared<detail::MappedFile>(path, "Calibrator.load");
+  detail::ByteReader r(bytes->data(), bytes->size(), "Calibrator.load: " + path);
   char magic[sizeof(kMagic)];
   r.read_bytes(magic, sizeof(magic));
   MPQ_CHECK_VALUE(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, r.what(),
                   ": not an mpq calibration file (bad magic)");
   const auto version = r.read<uint32_t>();
-  MPQ_CHECK_VALUE(version == 1 || version == kFileVersion, r.what(), ": unsupported version ", version);
+  MPQ_CHECK_VALUE(version >= 1 && version <= kFileVersion, r.what(), ": unsupported version ", version);
   CalibratorOptions options;
   const auto collect = r.read<uint8_t>(), dtype = r.read<uint8_t>();
   const auto abs = version >= 2 ? r.read<uint8_t>() : uint8_t{1};
@@ -291,8 +304,23 @@ Calibrator Calibrator::load(const std::string& path) {
     detail::check_count_fits(values, elem, r.remaining(), where + ": statistics of " +
                              std::to_string(in) + " input features");
     auto read_tensor = [&](std::vector<int64_t> shape, const char* what, bool non_negative) {
-      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(options.accumulate_dtype));
-      r.read_bytes(t.data_ptr(), t.nbytes());
+      const auto dtype = at::TensorOptions().dtype(options.accumulate_dtype);
+      at::Tensor t;
+      if (version >= 3) {
+        // Left in the file: its pages are read as they are used and can be dropped again, so
+        // the statistics need not fit in memory beside the model. The mapping is private and
+        // writable: observe() after load() adds to copies of the pages it touches, never to
+        // the file.
+        r.read_bytes(nullptr, (kAlign - r.position() % kAlign) % kAlign);
+        const char* at = bytes->data() + r.position();
+        uint64_t n = elem;
+        for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+        r.read_bytes(nullptr, n);
+        t = at::from_blob(const_cast<char*>(at), shape, [keep = bytes](void*) {}, dtype);
+      } else {
+        t = at::empty(shape, dtype);
+        r.read_bytes(t.data_ptr(), t.nbytes());
+      }
       // Sums of squares and absolute values, maxima of absolute values: finite (and >= 0).
       const bool ok = at::isfinite(t).all().item<bool>() &&
                       (!non_negative || t.min().item<double>() >= 0);

@@ -32,7 +32,7 @@ MappedFile::MappedFile(const std::string& path, const char* who) {
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     const int err = errno;
     ::close(fd);  // the mapping keeps the file
     MPQ_CHECK_IO(p != MAP_FAILED, who, ": cannot map ", path, ": ", std::strerror(err));

@@ -33,7 +33,7 @@ class ByteReader {
   void read_bytes(void* out, uint64_t n) {
     MPQ_CHECK_VALUE(n <= remaining(), what_, ": truncated or corrupt: needs ", n, " bytes at offset ",
                     pos_, ", only ", remaining(), " left");
-    if (n) std::memcpy(out, data_ + pos_, n);
+    if (n && out != nullptr) std::memcpy(out, data_ + pos_, n);  // nullptr: skip n bytes
     pos_ += n;
   }
   // A u64 length followed by that many bytes, at most `max_length`.
@@ -81,9 +81,10 @@ class ByteWriter {
 // The whole file, or IoError naming it.
 std::vector<char> read_file(const std::string& path, const char* who);
 
-// A file mapped read-only into memory: its pages are read as they are used and, being the
-// file's, can be dropped again under memory pressure, so a file as large as the memory (a 1.5B
-// model's calibration: 10 GB) is read without a copy of it on the heap.
+// A file mapped into memory (private: writes go to copies of the pages, never to the file): its
+// pages are read as they are used and, being the file's, can be dropped again under memory
+// pressure, so a file as large as the memory (a 1.5B model's calibration: 10 GB) is read without
+// a copy of it on the heap.
 class MappedFile {
  public:
   MappedFile(const std::string& path, const char* who);  // IoError naming the file
@@ -91,7 +92,7 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  const char* data() const { return data_; }
+  const char* data() const { return data_; }  // writable, privately (see above)
   uint64_t size() const { return size_; }
 
  private:

@@ -181,6 +181,9 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
                 calibrator=_C.Calibrator(_C.CalibratorOptions(collect_abs=False)))
             if work:
                 calibrator.save(os.fspath(work.calibration))
+                # Read back from the file, whose pages can leave memory again: a 1.5B model's
+                # XᵀX sums (10 GB) beside the model and the table's work do not fit in 24 GB.
+                calibrator = _C.Calibrator.load(os.fspath(work.calibration))
     # The importance the imatrix experts weighed by, for the file's quantize.imatrix.* keys (as
     # llama-quantize records them): tools that read them can tell how the file was made.
     imatrix = None
