@@ -203,7 +203,8 @@ def quantize_mixed(model: "str | model_lib.LoadedModel | None" = None, *, target
     if work and work.calibration.exists():
         os.remove(work.calibration)  # nor is its file: the table and the imatrix hold what follows
     t_sens = time.perf_counter()
-    options = ga_options if ga_options is not None else _C.GaOptions()
+    # A copy: the survivors and the checkpoint set below are this run's, not the caller's.
+    options = _C.GaOptions.from_dict(ga_options.as_dict()) if ga_options is not None else _C.GaOptions()
     fit = None
     if fitness == "kl":
         fit = KlFitness(loaded.model, cands, held, stages=list(kl_stages), batch_size=batch_size)
