@@ -110,7 +110,7 @@ def test_a_folder_of_other_inputs_is_refused_with_what_changed(job, tmp_path):
     with pytest.raises(ValueError, match=r"other inputs \(calibration_ids: .*choose another --work-dir"):
         job(str(tmp_path), work_dir=work, evaluate_model=False, calib_windows=5)
     with pytest.raises(ValueError, match=r"other inputs \(options: "):
-        job(str(tmp_path), work_dir=work, evaluate_model=False, formats=["q8_0", "f16"])
+        job(str(tmp_path), work_dir=work, evaluate_model=False, formats=["q8_0", "f16"], target_bpw=12.0)
     # Another budget is another search on the same calibration and table.
     job(str(tmp_path), work_dir=work, evaluate_model=False, target_bpw=10.0)
     assert len(list(work.glob("search-*.ckpt"))) == 2
