@@ -27,22 +27,15 @@ struct AwqOptions {
   std::string to_string() const;
 };
 
-class AwqExpert : public Expert {
+class AwqExpert : public ConfiguredExpert<AwqOptions> {
  public:
-  explicit AwqExpert(AwqOptions options = {}) : options_(std::move(options)) {
-    options_.validate();
-  }
+  explicit AwqExpert(AwqOptions options = {}) : ConfiguredExpert(std::move(options)) {}
   std::string name() const override { return "awq"; }
-  std::string to_string() const override { return options_.to_string(); }
   bool transforms_input() const override { return true; }
   at::Tensor input_scale(const std::vector<ExpertLayer>& layers,
                          const LayerStats* stats) const override;
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override;
-  const AwqOptions& options() const { return options_; }
-
- private:
-  AwqOptions options_;
 };
 
 }  // namespace mpq

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -69,6 +70,20 @@ class Expert {
                                              const LayerStats* stats, bool can_scale) const = 0;
 };
 
+// What every expert configured by an Options struct shares: the options, validated once at
+// construction (a bad option is a ValueError there, not halfway through a model), shown by
+// to_string() and readable by options().
+template <typename Options>
+class ConfiguredExpert : public Expert {
+ public:
+  std::string to_string() const override { return options_.to_string(); }
+  const Options& options() const { return options_; }
+
+ protected:
+  explicit ConfiguredExpert(Options options) : options_(std::move(options)) { options_.validate(); }
+  Options options_;
+};
+
 using ExpertFactory = std::function<std::shared_ptr<Expert>()>;
 
 // Creates an expert with default options: "rtn", "kquant", "kquant_imatrix", "gptq", "awq",
@@ -92,18 +107,14 @@ at::Tensor effective_weight(const ExpertResult& result,
 
 // "rtn": integer formats by round-to-nearest (RtnOptions), ggml formats by llama.cpp's reference
 // quantizer; no statistics needed.
-class RtnExpert : public Expert {
+class RtnExpert : public ConfiguredExpert<RtnOptions> {
  public:
-  explicit RtnExpert(RtnOptions options = {}) : options_(options) { options_.validate(); }
+  explicit RtnExpert(RtnOptions options = {}) : ConfiguredExpert(std::move(options)) {}
   std::string name() const override { return "rtn"; }
   std::string to_string() const override;
   bool needs_stats() const override { return false; }
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override;
-  const RtnOptions& options() const { return options_; }
-
- private:
-  RtnOptions options_;
 };
 
 // "kquant": llama.cpp's quantizer for ggml formats; for integer formats the closest analogue,

@@ -45,17 +45,12 @@ struct GptqResult {
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const Format& format,
                          const GptqOptions& options = {}, std::string_view name = "weight");
 
-class GptqExpert : public Expert {
+class GptqExpert : public ConfiguredExpert<GptqOptions> {
  public:
-  explicit GptqExpert(GptqOptions options = {}) : options_(options) { options_.validate(); }
+  explicit GptqExpert(GptqOptions options = {}) : ConfiguredExpert(std::move(options)) {}
   std::string name() const override { return "gptq"; }
-  std::string to_string() const override { return options_.to_string(); }
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override;
-  const GptqOptions& options() const { return options_; }
-
- private:
-  GptqOptions options_;
 };
 
 }  // namespace mpq

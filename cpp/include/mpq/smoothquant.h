@@ -23,22 +23,16 @@ struct SmoothQuantOptions {
 at::Tensor smoothquant_scale(const std::vector<at::Tensor>& weights, const at::Tensor& act_max,
                              double alpha);
 
-class SmoothQuantExpert : public Expert {
+class SmoothQuantExpert : public ConfiguredExpert<SmoothQuantOptions> {
  public:
-  explicit SmoothQuantExpert(SmoothQuantOptions options = {}) : options_(options) {
-    options_.validate();
-  }
+  explicit SmoothQuantExpert(SmoothQuantOptions options = {})
+      : ConfiguredExpert(std::move(options)) {}
   std::string name() const override { return "smoothquant"; }
-  std::string to_string() const override { return options_.to_string(); }
   bool transforms_input() const override { return true; }
   at::Tensor input_scale(const std::vector<ExpertLayer>& layers,
                          const LayerStats* stats) const override;
   std::vector<ExpertResult> quantize(const std::vector<ExpertLayer>& layers,
                                      const LayerStats* stats, bool can_scale) const override;
-  const SmoothQuantOptions& options() const { return options_; }
-
- private:
-  SmoothQuantOptions options_;
 };
 
 }  // namespace mpq

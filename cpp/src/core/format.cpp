@@ -1,8 +1,6 @@
 #include <mpq/format.h>
 
 #include <charconv>
-#include <map>
-#include <mutex>
 #include <optional>
 
 #include <fmt/format.h>
@@ -10,6 +8,7 @@
 
 #include <mpq/error.h>
 
+#include "core/registry.h"
 #include "ggml/ggml_types.h"
 
 namespace mpq {
@@ -57,30 +56,28 @@ constexpr std::pair<detail::ggml::Type, int> kGgmlTypes[] = {
     {detail::ggml::Type::IQ1_S, 1},
 };
 
-struct Registry {
-  std::mutex mutex;
-  std::map<std::string, Format, std::less<>> formats;
-  Registry() {
+// The formats every program has: llama.cpp's types and the common integer formats (any other
+// canonical integer name is valid too, without being listed).
+detail::Registry<Format>& registry() {
+  static detail::Registry<Format> r;
+  // Filled once, thread-safely (a static's initialisation), before any caller sees it.
+  static const bool filled = [] {
     for (const auto& [type, bits] : kGgmlTypes) {
       const auto& info = detail::ggml::info(type);
-      Format f{info.name, FormatFamily::kGgml, bits, info.block_size, false,
-               static_cast<int32_t>(type)};
-      formats.emplace(f.name, f);
+      r.insert(info.name, Format{info.name, FormatFamily::kGgml, bits, info.block_size, false,
+                                 static_cast<int32_t>(type)});
     }
-    // The integer formats people use most; any other canonical integer name is valid too.
     for (int bits : {2, 3, 4, 5, 6, 8}) {
       for (int64_t group : {0, 32, 64, 128}) {
         for (bool sym : {false, true}) {
           Format f{integer_format_name(bits, group, sym), FormatFamily::kInteger, bits, group, sym};
-          formats.emplace(f.name, f);
+          r.insert(f.name, f);
         }
       }
     }
-  }
-};
-
-Registry& registry() {
-  static Registry r;
+    return true;
+  }();
+  (void)filled;
   return r;
 }
 
@@ -143,11 +140,7 @@ std::string integer_format_name(int bits, int64_t group_size, bool symmetric) {
 }
 
 Format find_format(std::string_view name) {
-  Registry& r = registry();
-  {
-    std::lock_guard lock(r.mutex);
-    if (auto it = r.formats.find(name); it != r.formats.end()) return it->second;
-  }
+  if (auto known = registry().find(name)) return *known;
   if (auto parsed = parse_integer_name(name)) {
     // Accept only the canonical spelling, so one format never has two names.
     if (integer_format_name(parsed->bits, parsed->group_size, parsed->symmetric) == name) {
@@ -172,19 +165,11 @@ void register_format(const Format& format) {
                     "' is an integer format name that means ", parsed->to_string(),
                     ", not ", format.to_string());
   }
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  auto [it, inserted] = r.formats.emplace(format.name, format);
-  MPQ_CHECK_VALUE(inserted || same_traits(it->second, format), "register_format: '", format.name,
-                  "' is already registered as ", it->second.to_string());
+  const Format there = registry().insert(format.name, format);
+  MPQ_CHECK_VALUE(same_traits(there, format), "register_format: '", format.name,
+                  "' is already registered as ", there.to_string());
 }
 
-std::vector<std::string> list_formats() {
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  std::vector<std::string> names;
-  for (const auto& [name, f] : r.formats) names.push_back(name);
-  return names;
-}
+std::vector<std::string> list_formats() { return registry().names(); }
 
 }  // namespace mpq

@@ -2,8 +2,7 @@
 // search of their own: RTN and llama.cpp's k-quants (with or without the importance matrix).
 #include <mpq/expert.h>
 
-#include <map>
-#include <mutex>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -14,27 +13,26 @@
 #include <mpq/gptq.h>
 #include <mpq/smoothquant.h>
 
+#include "core/registry.h"
 #include "experts/expert_util.h"
 
 namespace mpq {
 namespace {
 
-struct Registry {
-  std::mutex mutex;
-  std::map<std::string, ExpertFactory, std::less<>> factories;
-
-  Registry() {
-    factories["rtn"] = [] { return std::make_shared<RtnExpert>(); };
-    factories["kquant"] = [] { return std::make_shared<KquantExpert>(false); };
-    factories["kquant_imatrix"] = [] { return std::make_shared<KquantExpert>(true); };
-    factories["gptq"] = [] { return std::make_shared<GptqExpert>(); };
-    factories["awq"] = [] { return std::make_shared<AwqExpert>(); };
-    factories["smoothquant"] = [] { return std::make_shared<SmoothQuantExpert>(); };
-  }
-};
-
-Registry& registry() {
-  static Registry r;
+// The built-in experts; register_expert adds more (or replaces one) at run time.
+detail::Registry<ExpertFactory>& registry() {
+  static detail::Registry<ExpertFactory> r;
+  // Filled once, thread-safely (a static's initialisation), before any caller sees it.
+  static const bool filled = [] {
+    r.set("rtn", [] { return std::make_shared<RtnExpert>(); });
+    r.set("kquant", [] { return std::make_shared<KquantExpert>(false); });
+    r.set("kquant_imatrix", [] { return std::make_shared<KquantExpert>(true); });
+    r.set("gptq", [] { return std::make_shared<GptqExpert>(); });
+    r.set("awq", [] { return std::make_shared<AwqExpert>(); });
+    r.set("smoothquant", [] { return std::make_shared<SmoothQuantExpert>(); });
+    return true;
+  }();
+  (void)filled;
   return r;
 }
 
@@ -48,20 +46,10 @@ std::string ExpertResult::to_string() const {
 }
 
 std::shared_ptr<Expert> make_expert(std::string_view name) {
-  ExpertFactory factory;
-  {
-    Registry& r = registry();
-    std::lock_guard lock(r.mutex);
-    auto it = r.factories.find(name);
-    if (it == r.factories.end()) {
-      std::vector<std::string> names;
-      for (const auto& [n, f] : r.factories) names.push_back(n);
-      MPQ_CHECK_VALUE(false, "unknown expert '", name, "'; known experts: ",
-                      fmt::format("{}", fmt::join(names, ", ")));
-    }
-    factory = it->second;
-  }
-  std::shared_ptr<Expert> expert = factory();
+  const std::optional<ExpertFactory> factory = registry().find(name);
+  MPQ_CHECK_VALUE(factory.has_value(), "unknown expert '", name, "'; known experts: ",
+                  fmt::format("{}", fmt::join(list_experts(), ", ")));
+  std::shared_ptr<Expert> expert = (*factory)();
   MPQ_CHECK_VALUE(expert != nullptr, "the factory of expert '", name, "' returned nothing");
   return expert;
 }
@@ -69,18 +57,10 @@ std::shared_ptr<Expert> make_expert(std::string_view name) {
 void register_expert(const std::string& name, ExpertFactory factory) {
   MPQ_CHECK_VALUE(!name.empty(), "register_expert: the name must not be empty");
   MPQ_CHECK_VALUE(static_cast<bool>(factory), "register_expert('", name, "'): no factory given");
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  r.factories[name] = std::move(factory);
+  registry().set(name, std::move(factory));
 }
 
-std::vector<std::string> list_experts() {
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  std::vector<std::string> names;
-  for (const auto& [n, f] : r.factories) names.push_back(n);
-  return names;
-}
+std::vector<std::string> list_experts() { return registry().names(); }
 
 double output_error(const at::Tensor& weight, const at::Tensor& approx, const at::Tensor& hessian) {
   // Accumulated in float64: the difference of nearly equal weights, summed over in² terms.
