@@ -272,7 +272,8 @@ Calibrator Calibrator::load(const std::string& path) {
   MPQ_CHECK_VALUE(std::memcmp(magic, kMagic, sizeof(kMagic)) == 0, r.what(),
                   ": not an mpq calibration file (bad magic)");
   const auto version = r.read<uint32_t>();
-  MPQ_CHECK_VALUE(version >= 1 && version <= kFileVersion, r.what(), ": unsupported version ", version);
+  MPQ_CHECK_VALUE(version >= 1 && version <= kFileVersion, r.what(), ": unsupported version ",
+                  version);
   CalibratorOptions options;
   const auto collect = r.read<uint8_t>(), dtype = r.read<uint8_t>();
   const auto abs = version >= 2 ? r.read<uint8_t>() : uint8_t{1};

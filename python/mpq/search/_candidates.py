@@ -87,12 +87,8 @@ class Candidates:
         under tensors/, the layout build_candidates(folder=...) fills as it goes) into `folder`,
         each file under a temporary name renamed when complete."""
         folder = Path(folder)
-        options = list(self.table.options)
         for ti in range(self.table.num_tensors):
-            name = self.table.tensor_name(ti)
-            cells = {options[oi]: self.table.cell(ti, oi)[:2] for oi in range(len(options))
-                     if self.table.available(ti, oi)}
-            _save_row(folder, name, options, cells, {label: self.quantized[(name, label)] for label in cells})
+            _save_row(folder, self.table, ti, self.quantized)
         _save_table(folder, self.table)
 
     @classmethod
@@ -128,15 +124,20 @@ def _row_path(folder: Path, name: str) -> Path:
     return folder / "tensors" / f"{name}.pt"
 
 
-def _save_row(folder: Path, name: str, options: list[str], cells: dict, quantized: dict) -> None:
-    """One tensor's row of the table: (bytes, proxy) and the quantized tensor of every available
-    option, written under a temporary name and renamed, so that a row on disk is always whole."""
+def _save_row(folder: Path, table: "_C.CandidateTable", ti: int, quantized: dict) -> None:
+    """Row `ti` of the table: (bytes, proxy) and the quantized tensor (from `quantized`, keyed by
+    (name, label)) of every available option, written under a temporary name and renamed, so that
+    a row on disk is always whole."""
+    name, options = table.tensor_name(ti), list(table.options)
+    cells = {options[oi]: table.cell(ti, oi)[:2] for oi in range(len(options)) if table.available(ti, oi)}
     path = _row_path(folder, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    packed = {label: {"format": q.format, "codes": q.codes.cpu(), "rows": q.rows, "cols": q.cols,
-                      "scales": q.scales.cpu() if q.scales is not None else None,
-                      "zeros": q.zeros.cpu() if q.zeros is not None else None, "dtype": q.dtype}
-              for label, q in quantized.items()}
+    packed = {}
+    for label in cells:
+        q = quantized[(name, label)]
+        packed[label] = {"format": q.format, "codes": q.codes.cpu(), "rows": q.rows, "cols": q.cols,
+                         "scales": q.scales.cpu() if q.scales is not None else None,
+                         "zeros": q.zeros.cpu() if q.zeros is not None else None, "dtype": q.dtype}
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"options": options, "cells": {k: [int(b), float(p)] for k, (b, p) in cells.items()},
                 "tensors": packed}, tmp)
@@ -327,8 +328,7 @@ def build_candidates(model: nn.Module, batches, options: list[str], *,
             table.set(ti, oi, r.quantized.nbytes, proxy, float("nan"))
             out.quantized[(name, options[oi])] = r.quantized
         if folder is not None:
-            cells = {options[oi]: table.cell(ti, oi)[:2] for oi in range(len(options)) if table.available(ti, oi)}
-            _save_row(folder, name, options, cells, {k: out.quantized[(name, k)] for k in cells})
+            _save_row(folder, table, ti, out.quantized)
             out.quantized.update({(name, k): q for k, q in _load_row(folder, name, options)[1].items()})
     if folder is not None:
         _save_table(folder, table)
